@@ -1,0 +1,5 @@
+"""`python -m medchallenge` runs the command-line interface."""
+
+from medchallenge.cli import main
+
+main()

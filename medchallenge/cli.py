@@ -1,0 +1,47 @@
+"""The root command: composes the challenge apps and reports the version.
+
+Each challenge package exports ``app`` from its ``cli`` module; only challenges that work end to
+end are mounted here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from medchallenge import __version__
+
+CHALLENGES: dict[str, str] = {
+    # "panda": mounted once its pipeline works end to end
+}
+
+app = typer.Typer(
+    help="Medical-imaging challenges from raw data to a scored submission: sample, tile, train, predict, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medchallenge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Medical-imaging challenges from raw data to a scored submission."""
+
+
+for _key, _help in CHALLENGES.items():
+    app.add_typer(importlib.import_module(f"medchallenge.{_key}.cli").app, name=_key, help=_help)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,1 @@
+"""Shared machinery for every challenge. Nothing here imports a challenge package."""

@@ -1,0 +1,80 @@
+"""Checkpoints that carry everything ``predict`` needs, written atomically, loaded safely.
+
+A checkpoint is a plain dict (loadable with ``torch.load(weights_only=True)``)::
+
+    {"format": "medchallenge-checkpoint/1", "version": "0.1.0", "challenge": "panda",
+     "model": {"name": "classifier", "kwargs": {...}},   # what to build, by name
+     "state_dict": {...},                                # weights of the bare model
+     "meta": {...},                                      # classes, preprocessing parameters
+     "config": {...},                                    # the run's resolved options
+     "epoch": 3, "metrics": {...},                       # when it was saved and how it scored
+     "train_state": {...}}                               # optimizer/scheduler/scaler: last.pt only
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medchallenge import __version__
+from medchallenge.core.errors import DataError
+from medchallenge.core.io import atomic_path
+
+FORMAT = "medchallenge-checkpoint/1"
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` (plus format and version) to ``path`` atomically."""
+    payload = {"format": FORMAT, "version": __version__, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(
+    path: str | Path,
+    challenge: str | None = None,
+    models: Iterable[str] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load and validate a checkpoint.
+
+    Args:
+        path: the ``.pt`` file.
+        challenge: the challenge key it must belong to (``None``: any).
+        models: accepted model names (``None``: any).
+
+    Raises:
+        DataError: missing, corrupt, not ours, of another challenge or another model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(path, f"corrupt or unreadable checkpoint ({first[:160]})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise DataError(path, "not a medchallenge checkpoint")
+    if challenge is not None and payload.get("challenge") != challenge:
+        raise DataError(path, f"checkpoint of challenge '{payload.get('challenge')}', expected '{challenge}'")
+    if models is not None:
+        allowed = sorted(models)
+        name = payload.get("model", {}).get("name")
+        if name not in allowed:
+            raise DataError(path, f"checkpoint of model '{name}', expected one of: {', '.join(allowed)}")
+    return payload
+
+
+def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, Any], path: str | Path) -> None:
+    """``module.load_state_dict`` that reports an architecture mismatch as a DataError."""
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:200]
+        raise DataError(path, f"weights do not fit the model described in the checkpoint ({detail})") from err

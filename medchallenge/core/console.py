@@ -1,0 +1,119 @@
+"""Console output: rich progress on a TTY on rank 0, plain timestamped lines otherwise.
+
+Batch schedulers capture stdout into files where progress bars turn into garbage, so when stdout
+is not a terminal every message is one plain line with a timestamp. Only rank 0 prints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+LOGGER_NAME = "medchallenge"
+logger = logging.getLogger(LOGGER_NAME)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (and outside torchrun)."""
+    return _rank() == 0
+
+
+def interactive() -> bool:
+    """True when progress bars are wanted: a TTY on stderr, rank 0, not disabled."""
+    if os.environ.get("MEDCHALLENGE_PLAIN"):
+        return False
+    return is_main_process() and sys.stderr.isatty()
+
+
+class _PlainFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+        level = "" if record.levelno == logging.INFO else f"{record.levelname}: "
+        return f"{stamp} {level}{record.getMessage()}"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Configure the package logger once: one plain timestamped line per message on stderr."""
+    if getattr(logger, "_medchallenge_configured", False):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PlainFormatter())
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+    logger._medchallenge_configured = True  # type: ignore[attr-defined]
+    if not is_main_process():
+        logger.setLevel(logging.WARNING)
+
+
+def add_file_log(path: Path) -> logging.Handler:
+    """Also write every log line to ``path`` (the run's train.log); returns the handler."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(_PlainFormatter())
+    logger.addHandler(handler)
+    return handler
+
+
+def log(message: str) -> None:
+    """Log an information line (rank 0 only)."""
+    setup_logging()
+    logger.info(message)
+
+
+def warn(message: str) -> None:
+    """Log a warning line (rank 0 only)."""
+    setup_logging()
+    logger.warning(message)
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a rich progress bar on a TTY, else log progress about every 10%."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if interactive():
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[postfix]}"),
+        )
+        with Progress(*columns, console=err_console, transient=False) as progress:
+            task = progress.add_task(description, total=total, postfix="")
+            for item in items:
+                yield item
+                progress.advance(task)
+        return
+    step = max(1, (total or 0) // 10)
+    start = time.perf_counter()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        if total and (done % step == 0 or done == total):
+            log(f"{description}: {done}/{total} ({time.perf_counter() - start:.1f}s)")

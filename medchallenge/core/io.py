@@ -1,0 +1,93 @@
+"""Atomic file writes and validated CSV reading.
+
+A killed process must never leave a half file that a later run takes as complete: every output
+is written to a temporary file in the same folder and moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import pandas as pd
+
+from medchallenge.core.errors import DataError
+
+TMP_SUFFIX = ".partial"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success move it to ``path``, else delete it.
+
+    For writers that want a file name (SimpleITK, tifffile, torch.save).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+    """Open a temporary file for writing; it replaces ``path`` only when the block succeeds."""
+    if "b" in mode:
+        encoding = None
+    with atomic_path(path) as tmp, open(tmp, mode, encoding=encoding) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_open(path) as handle:
+        json.dump(obj, handle, indent=2, default=str)
+        handle.write("\n")
+
+
+def write_csv(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a DataFrame as CSV without its index, atomically."""
+    with atomic_open(path) as handle:
+        frame.to_csv(handle, index=False, lineterminator="\n")
+
+
+def read_csv(path: str | Path, required: Sequence[str] = (), **kwargs: Any) -> pd.DataFrame:
+    """Read a CSV and check that it has the ``required`` columns.
+
+    Raises:
+        DataError: the file is missing, unreadable, empty or lacks a column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        frame = pd.read_csv(path, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not a readable CSV ({str(err).splitlines()[0]})") from err
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise DataError(path, f"missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}")
+    return frame
+
+
+def remove_partials(folder: str | Path) -> int:
+    """Delete leftover temporary files of killed runs under ``folder``; returns how many."""
+    count = 0
+    for tmp in Path(folder).rglob(f"*{TMP_SUFFIX}*"):
+        if tmp.is_file():
+            tmp.unlink()
+            count += 1
+    return count
