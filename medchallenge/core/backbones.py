@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medchallenge.core.errors import OptionError
+from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.pretrained import load_weights_file, resolve_weights
 
 TORCHVISION_ARCHS = {
@@ -74,9 +74,12 @@ def create_classifier(
         head_attr = "fc" if hasattr(model, "fc") else "classifier"
     if path is not None:
         state = load_weights_file(path)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            raise DataError(path, f"these weights do not fit {arch} ({' '.join(str(err).split())[:160]})") from err
         if unexpected or any(not k.startswith(("fc.", "_fc.", "classifier.")) for k in missing):
-            raise OptionError(f"{path}: these weights do not fit {arch} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise DataError(path, f"these weights do not fit {arch} (missing {missing[:3]}, unexpected {unexpected[:3]})")
     _replace_head(model, head_attr, num_classes)
     if in_channels != 3:
         adapt_first_conv(first_conv(model), in_channels)

@@ -9,6 +9,8 @@ CTs give (slices, rows, cols).
 
 from __future__ import annotations
 
+import gzip
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +97,62 @@ class Volume:
         return tuple(reversed(self.geometry.spacing))
 
 
+def _nifti_data_bytes(header: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file holds up to the end of its voxels, from its header (None: not NIfTI)."""
+    for endian in "<>":
+        if struct.unpack(endian + "i", header[:4])[0] == 348:  # NIfTI-1
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if struct.unpack(endian + "i", header[:4])[0] == 540:  # NIfTI-2
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    n_voxels = 1
+    for d in dims[1 : 1 + max(0, min(7, dims[0]))]:
+        n_voxels *= max(1, d)
+    return offset + n_voxels * bitpix // 8
+
+
+def check_complete(path: Path) -> None:
+    """Reject a truncated ``.nii`` / ``.nii.gz`` (SimpleITK would silently read zeros past the end).
+
+    Uncompressed: the file must be at least header offset + voxel bytes long. Gzipped: the gzip
+    trailer's ISIZE (uncompressed length mod 2**32) must match that length; O(1), no decompression.
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return
+    try:
+        if name.endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                header = handle.read(540)
+            expected = _nifti_data_bytes(header)
+            with open(path, "rb") as raw:
+                raw.seek(-4, 2)
+                isize = struct.unpack("<I", raw.read(4))[0]
+            if expected is not None and isize != expected % 2**32:
+                raise DataError(path, "truncated or corrupt .nii.gz (the gzip stream ends early)")
+        else:
+            with open(path, "rb") as handle:
+                header = handle.read(540)
+            expected = _nifti_data_bytes(header)
+            if expected is not None and path.stat().st_size < expected:
+                raise DataError(path, f"truncated .nii ({path.stat().st_size} of {expected} bytes)")
+    except (OSError, EOFError, struct.error) as err:
+        raise DataError(path, f"truncated or corrupt file ({type(err).__name__})") from err
+
+
 def read_image(path: str | Path) -> sitk.Image:
     """Read any image SimpleITK can, turning failures into a DataError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
+    check_complete(path)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as err:
