@@ -167,7 +167,8 @@ class Trainer:
         batch_size = batch_size or self.config.batch_size
         generator = torch.Generator()
         generator.manual_seed(self.config.seed)
-        self._generators.append(generator)
+        if shuffle:  # only training loaders are reseeded per epoch
+            self._generators.append(generator)
         if sampler is None and distributed and self.dist.enabled:
             sampler = DistributedSampler(dataset, shuffle=shuffle, seed=self.config.seed, drop_last=drop_last)
             shuffle = False
