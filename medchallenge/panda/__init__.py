@@ -1,0 +1,1 @@
+"""PANDA: prostate ISUP grading from whole-slide images (Kaggle, metric QWK)."""

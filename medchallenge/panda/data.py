@@ -1,0 +1,102 @@
+"""The PANDA layout: train.csv / test.csv, slide and mask paths, the Gleason → ISUP table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medchallenge.core import console
+from medchallenge.core.errors import DataError
+from medchallenge.core.io import read_csv
+
+PROVIDERS = ("radboud", "karolinska")
+MASK_CLASSES = {"radboud": 6, "karolinska": 3}
+"""Mask labels per provider: Radboud 0 background, 1 stroma, 2 benign epithelium, 3/4/5 Gleason
+3/4/5; Karolinska 0 background, 1 benign tissue, 2 cancer."""
+
+GLEASON_TO_ISUP = {
+    "negative": 0, "0+0": 0,
+    "3+3": 1, "3+4": 2, "4+3": 3,
+    "4+4": 4, "3+5": 4, "5+3": 4,
+    "4+5": 5, "5+4": 5, "5+5": 5,
+}  # fmt: skip
+
+
+def gleason_to_isup(score: str) -> int:
+    """ISUP grade of a Gleason score (``negative`` and ``0+0`` are benign, grade 0)."""
+    key = str(score).strip().lower()
+    if key not in GLEASON_TO_ISUP:
+        raise ValueError(f"unknown Gleason score {score!r}")
+    return GLEASON_TO_ISUP[key]
+
+
+def _check_rows(frame: pd.DataFrame, path: Path) -> None:
+    ids = frame["image_id"]
+    if ids.isna().any():
+        raise DataError(path, f"row {int(ids.isna().to_numpy().argmax()) + 2}: empty image_id")
+    dup = ids[ids.duplicated()]
+    if len(dup):
+        raise DataError(path, f"duplicate image_id {dup.iloc[0]}")
+    providers = frame["data_provider"].astype(str).str.strip().str.lower()
+    bad = ~providers.isin(PROVIDERS)
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(
+            path, f"row {row + 2}: unknown data_provider '{frame['data_provider'].iloc[row]}' (expected radboud or karolinska)"
+        )
+    frame["data_provider"] = providers
+
+
+def read_train_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``train.csv`` (image_id, data_provider, isup_grade, gleason_score), checked.
+
+    Rows whose Gleason score disagrees with their ISUP grade keep the given grade and are
+    reported once (the real file has one: b0a92a74cb53899311acc30b7405e101, 4+3 labelled 2);
+    ``frame.attrs["inconsistent"]`` lists their ids.
+
+    Raises:
+        DataError: a missing column, a duplicate id, an unknown provider, an ISUP grade outside
+            0–5 or an unknown Gleason score, naming the row.
+    """
+    path = Path(path)
+    frame = read_csv(path, required=["image_id", "data_provider", "isup_grade", "gleason_score"],
+                     dtype={"image_id": str, "gleason_score": str})
+    _check_rows(frame, path)
+    grades = pd.to_numeric(frame["isup_grade"], errors="coerce")
+    bad = grades.isna() | (grades % 1 != 0) | (grades < 0) | (grades > 5)
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        raise DataError(path, f"row {row + 2}: isup_grade '{frame['isup_grade'].iloc[row]}' is not an integer 0–5")
+    frame["isup_grade"] = grades.astype(int)
+    inconsistent = []
+    for row, (image_id, score, grade) in enumerate(zip(frame["image_id"], frame["gleason_score"], frame["isup_grade"])):
+        try:
+            expected = gleason_to_isup(score)
+        except ValueError as err:
+            raise DataError(path, f"row {row + 2}: unknown gleason_score '{score}' for {image_id}") from err
+        if expected != grade:
+            inconsistent.append(image_id)
+    if inconsistent:
+        console.warn(f"{path}: {len(inconsistent)} row(s) whose gleason_score disagrees with isup_grade"
+                     f" (kept as given): {', '.join(inconsistent[:5])}")
+    frame.attrs["inconsistent"] = inconsistent
+    return frame
+
+
+def read_test_csv(path: str | Path) -> pd.DataFrame:
+    """Read ``test.csv`` (image_id, data_provider), checked."""
+    path = Path(path)
+    frame = read_csv(path, required=["image_id", "data_provider"], dtype={"image_id": str})
+    _check_rows(frame, path)
+    return frame
+
+
+def slide_path(data: Path, split: str, image_id: str) -> Path:
+    """``train_images/{id}.tiff`` or ``test_images/{id}.tiff``."""
+    return Path(data) / f"{split}_images" / f"{image_id}.tiff"
+
+
+def mask_path(data: Path, image_id: str) -> Path:
+    """``train_label_masks/{id}_mask.tiff``."""
+    return Path(data) / "train_label_masks" / f"{image_id}_mask.tiff"

@@ -1,0 +1,379 @@
+"""Tile selection (the public 36×256 baseline) and the tile cache training reads.
+
+Selection, as in the baseline's ``get_tiles``: pad the level with white to a multiple of the tile
+size T (``pad = (T - h % T) % T + (T * mode) // 2``, split floor/ceil over the two sides, so
+mode 2 shifts the grid by half a tile), cut the grid, rank tiles by ascending pixel sum (most
+tissue first; ties by grid index, a stable sort), keep N, and fill with white tiles when the grid
+has fewer than N. A tile "carries tissue" when its mean is below :data:`TISSUE_MEAN` (JPEG noise
+keeps white background a little under 255).
+
+:func:`tile_slide` never decodes the whole level: it estimates every grid tile's sum from a
+coarser pyramid level, reads only the candidate tiles at the requested level and ranks them by
+their exact sums. Candidates are the ``2N`` best estimates plus every tile whose estimate lies
+within a margin of the N-th; when the selection reaches near-white tiles (little tissue), every
+tile inside the image is read one by one (still never the whole level at once). Tiles entirely
+outside the image are white by construction and need no read. The result equals
+:func:`select_tiles_whole_level` (tested on synthetic slides).
+
+Cache layout (one folder per tiling setting)::
+
+    meta.json       split, level, tile_size, n_tiles, mode, downsample
+    index.csv       image_id, data_provider, isup_grade (empty when unknown), n_tissue, has_mask
+    tiles.csv       image_id, rank, x, y, fill  (x, y: top-left in level-0 px; fill: white filler)
+    slides/{id}.npz tiles (N×T×T×3 uint8), masks (N×T×T uint8, when a mask exists), xs, ys, fill
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medchallenge.core import console
+from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.parts import select_part
+from medchallenge.core.wsi import SlideReader, open_slide
+from medchallenge.panda.data import MASK_CLASSES, mask_path, read_test_csv, read_train_csv, slide_path
+
+TISSUE_MEAN = 240.0
+"""A tile carries tissue when its mean intensity (0–255, over RGB) is below this."""
+CANDIDATE_MARGIN = 12.0
+"""Estimated-mean margin (intensity units) above the N-th estimate within which tiles are read."""
+
+
+@dataclass
+class SlideTiles:
+    """A slide's selected tiles, in rank order (most tissue first).
+
+    tiles: N×T×T×3 uint8; masks: N×T×T uint8 labels or None; xs, ys: top-left of each tile in
+    level-0 px (negative where the padded grid starts before the image); fill: True for white
+    filler tiles (no position); n_tissue: how many tiles carry tissue.
+    """
+
+    tiles: np.ndarray
+    masks: np.ndarray | None
+    xs: np.ndarray
+    ys: np.ndarray
+    fill: np.ndarray
+    n_tissue: int
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The padded tile grid of one level: rows × cols tiles of T px, offset by the padding."""
+
+    rows: int
+    cols: int
+    tile: int
+    pad_top: int
+    pad_left: int
+
+    @classmethod
+    def of(cls, height: int, width: int, tile: int, mode: int) -> Grid:
+        pad_h = (tile - height % tile) % tile + (tile * mode) // 2
+        pad_w = (tile - width % tile) % tile + (tile * mode) // 2
+        return cls((height + pad_h) // tile, (width + pad_w) // tile, tile, pad_h // 2, pad_w // 2)
+
+    def origin(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top-left (x, y) of grid tiles (flat row-major indices) in this level's px."""
+        r, c = np.divmod(index, self.cols)
+        return c * self.tile - self.pad_left, r * self.tile - self.pad_top
+
+
+def _rank(sums: np.ndarray, n_tiles: int) -> np.ndarray:
+    return np.argsort(sums, kind="stable")[:n_tiles]
+
+
+def select_tiles_whole_level(image: np.ndarray, tile: int, n_tiles: int, mode: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Reference selection on a whole decoded level (the baseline's method).
+
+    Args:
+        image: H×W×3 uint8, the whole level.
+
+    Returns:
+        (tiles N×T×T×3 uint8, grid indices N; -1 for white filler tiles).
+    """
+    h, w = image.shape[:2]
+    grid = Grid.of(h, w, tile, mode)
+    pad_h, pad_w = grid.rows * tile - h, grid.cols * tile - w
+    padded = np.pad(image, [[grid.pad_top, pad_h - grid.pad_top], [grid.pad_left, pad_w - grid.pad_left], [0, 0]],
+                    constant_values=255)
+    tiles = padded.reshape(grid.rows, tile, grid.cols, tile, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, 3)
+    sums = tiles.reshape(len(tiles), -1).sum(axis=1, dtype=np.int64)
+    index = _rank(sums, n_tiles)
+    out = tiles[index]
+    if len(out) < n_tiles:
+        out = np.concatenate([out, np.full((n_tiles - len(out), tile, tile, 3), 255, np.uint8)])
+        index = np.concatenate([index, np.full(n_tiles - len(index), -1)])
+    return out, index
+
+
+def _estimate_means(slide: SlideReader, level: int, coarse: int, grid: Grid) -> np.ndarray:
+    """Mean intensity of every grid tile estimated from level ``coarse`` (rows·cols,)."""
+    ds_l = slide.level_downsamples[level]
+    ds_c = slide.level_downsamples[coarse]
+    image = slide.read_level(coarse).astype(np.float64).mean(axis=2)  # Hc×Wc
+    # coarse pixel k covers level-0 [k·dc, (k+1)·dc); a tile takes the coarse pixels whose centres it holds
+    x_edges = (np.arange(grid.cols + 1) * grid.tile - grid.pad_left) * ds_l
+    y_edges = (np.arange(grid.rows + 1) * grid.tile - grid.pad_top) * ds_l
+    kx = np.ceil(x_edges / ds_c - 0.5).astype(np.int64)
+    ky = np.ceil(y_edges / ds_c - 0.5).astype(np.int64)
+    x0, y0 = min(kx[0], 0), min(ky[0], 0)
+    width = max(kx[-1], image.shape[1]) - x0
+    height = max(ky[-1], image.shape[0]) - y0
+    canvas = np.full((height, width), 255.0)
+    canvas[-y0 : -y0 + image.shape[0], -x0 : -x0 + image.shape[1]] = image
+    integral = np.zeros((height + 1, width + 1))
+    integral[1:, 1:] = canvas.cumsum(0).cumsum(1)
+    ys, xs = ky - y0, kx - x0
+    top, bottom = ys[:-1, None], ys[1:, None]
+    left, right = xs[None, :-1], xs[None, 1:]
+    total = integral[bottom, right] - integral[top, right] - integral[bottom, left] + integral[top, left]
+    count = (bottom - top) * (right - left)
+    means = np.where(count > 0, total / np.maximum(count, 1), 255.0)
+    return means.reshape(-1)
+
+
+def _coarse_level(slide: SlideReader, level: int, tile: int) -> int | None:
+    """The coarsest level where a tile still spans at least 4×4 px; None when there is none."""
+    best = None
+    for candidate in range(level + 1, slide.level_count):
+        if tile * slide.level_downsamples[level] / slide.level_downsamples[candidate] >= 4:
+            best = candidate
+    return best
+
+
+def _read_tile(slide: SlideReader, level: int, x: int, y: int, tile: int, fill: int) -> np.ndarray:
+    ds = slide.level_downsamples[level]
+    return slide.read_region(int(round(x * ds)), int(round(y * ds)), level, tile, tile, fill=fill)
+
+
+def tile_slide(
+    slide_file: Path,
+    level: int = 1,
+    n_tiles: int = 36,
+    tile_size: int = 256,
+    mode: int = 0,
+    mask_file: Path | None = None,
+    provider: str | None = None,
+) -> SlideTiles:
+    """Select a slide's ``n_tiles`` most-tissue tiles at ``level`` without decoding the whole level.
+
+    Raises:
+        DataError: an unreadable slide or mask, a missing level, mask labels outside the provider's scheme.
+    """
+    if mode not in (0, 2):
+        raise OptionError(f"--mode {mode}: expected 0 or 2")
+    with open_slide(slide_file) as slide:
+        if level >= slide.level_count:
+            raise DataError(slide_file, f"has {slide.level_count} level(s), --level {level} asked for")
+        width, height = slide.level_dimensions[level]
+        grid = Grid.of(height, width, tile_size, mode)
+        n_grid = grid.rows * grid.cols
+        xs_l, ys_l = grid.origin(np.arange(n_grid))
+        inside = (xs_l + tile_size > 0) & (ys_l + tile_size > 0) & (xs_l < width) & (ys_l < height)
+        white_sum = 255 * tile_size * tile_size * 3
+        sums = np.full(n_grid, np.iinfo(np.int64).max, dtype=np.int64)
+        sums[~inside] = white_sum
+        coarse = _coarse_level(slide, level, tile_size)
+        keep = min(n_tiles, n_grid)
+        if coarse is None:
+            candidates = np.flatnonzero(inside)
+        else:
+            estimate = _estimate_means(slide, level, coarse, grid)
+            order = np.argsort(estimate, kind="stable")
+            nth = estimate[order[keep - 1]]
+            if nth >= TISSUE_MEAN:  # the selection reaches near-white tiles: rank them all exactly
+                candidates = np.flatnonzero(inside)
+            else:
+                near = np.flatnonzero(estimate <= nth + CANDIDATE_MARGIN)
+                candidates = np.union1d(order[: 2 * keep], near)
+                candidates = candidates[inside[candidates]]
+        cache: dict[int, np.ndarray] = {}
+        for i in candidates:
+            pixels = _read_tile(slide, level, int(xs_l[i]), int(ys_l[i]), tile_size, 255)
+            sums[i] = pixels.sum(dtype=np.int64)
+            cache[int(i)] = pixels
+        index = _rank(sums, keep)
+        tiles = np.stack([cache[int(i)] if int(i) in cache else np.full((tile_size, tile_size, 3), 255, np.uint8)
+                          for i in index]) if keep else np.zeros((0, tile_size, tile_size, 3), np.uint8)
+        ds = slide.level_downsamples[level]
+    fill = np.zeros(n_tiles, dtype=bool)
+    if keep < n_tiles:
+        tiles = np.concatenate([tiles, np.full((n_tiles - keep, tile_size, tile_size, 3), 255, np.uint8)])
+        fill[keep:] = True
+    xs = np.zeros(n_tiles, dtype=np.int64)
+    ys = np.zeros(n_tiles, dtype=np.int64)
+    xs[:keep] = np.round(xs_l[index] * ds).astype(np.int64)
+    ys[:keep] = np.round(ys_l[index] * ds).astype(np.int64)
+    n_tissue = int((tiles.reshape(n_tiles, -1).mean(axis=1) < TISSUE_MEAN).sum())
+    masks = None
+    if mask_file is not None:
+        masks = _cut_masks(mask_file, level, xs, ys, fill, tile_size, provider)
+    return SlideTiles(tiles=tiles, masks=masks, xs=xs, ys=ys, fill=fill, n_tissue=n_tissue)
+
+
+def _cut_masks(mask_file: Path, level: int, xs: np.ndarray, ys: np.ndarray, fill: np.ndarray, tile: int,
+               provider: str | None) -> np.ndarray:
+    masks = np.zeros((len(xs), tile, tile), dtype=np.uint8)
+    with open_slide(mask_file) as mask:
+        if level >= mask.level_count:
+            raise DataError(mask_file, f"has {mask.level_count} level(s), --level {level} asked for")
+        for k in np.flatnonzero(~fill):
+            masks[k] = mask.read_region(int(xs[k]), int(ys[k]), level, tile, tile, fill=0)[..., 0]
+    if provider is not None and masks.size and masks.max() >= MASK_CLASSES[provider]:
+        raise DataError(mask_file, f"mask label {int(masks.max())} does not fit provider {provider}"
+                                   f" (labels 0–{MASK_CLASSES[provider] - 1})")
+    return masks
+
+
+# ---------------------------------------------------------------------------- the cache
+SETTINGS = ("split", "level", "tile_size", "n_tiles", "mode")
+
+
+class TileCache:
+    """A folder written by :func:`tile_slides`: ``meta``, ``index`` and per-slide tile stacks."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        meta_file = self.path / "meta.json"
+        if not meta_file.is_file():
+            raise DataError(self.path, "not a tile cache (no meta.json): run `medchallenge panda tile` first")
+        self.meta: dict[str, Any] = json.loads(meta_file.read_text())
+        index_file = self.path / "index.csv"
+        if not index_file.is_file():
+            raise DataError(self.path, "tile cache without index.csv (tiling never finished a slide)")
+        self.index = pd.read_csv(index_file, dtype={"image_id": str})
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def slide_file(self, image_id: str) -> Path:
+        return self.path / "slides" / f"{image_id}.npz"
+
+    def load(self, image_id: str) -> SlideTiles:
+        """The cached tiles of one slide."""
+        path = self.slide_file(image_id)
+        try:
+            with np.load(path) as data:
+                return SlideTiles(
+                    tiles=data["tiles"], masks=data["masks"] if "masks" in data.files else None,
+                    xs=data["xs"], ys=data["ys"], fill=data["fill"], n_tissue=int(data["n_tissue"]),
+                )
+        except FileNotFoundError as err:
+            raise DataError(path, "slide missing from the tile cache") from err
+        except (ValueError, OSError, KeyError) as err:
+            raise DataError(path, f"corrupt tile file ({err})") from err
+
+
+def _save_slide(path: Path, tiles: SlideTiles) -> None:
+    arrays = {"tiles": tiles.tiles, "xs": tiles.xs, "ys": tiles.ys, "fill": tiles.fill,
+              "n_tissue": np.int64(tiles.n_tissue)}
+    if tiles.masks is not None:
+        arrays["masks"] = tiles.masks
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)  # uncompressed: loads at disk speed, no decode
+
+
+def _tile_one(job: dict[str, Any]) -> tuple[str, int, bool, bool]:
+    """Worker: tile one slide into the cache; returns (id, n_tissue, has_mask, all_white)."""
+    tiles = tile_slide(job["slide"], job["level"], job["n_tiles"], job["tile_size"], job["mode"],
+                       mask_file=job["mask"], provider=job["provider"])
+    _save_slide(job["out"], tiles)
+    return job["image_id"], tiles.n_tissue, tiles.masks is not None, tiles.n_tissue == 0
+
+
+def _rebuild_tables(out: Path, frame: pd.DataFrame) -> None:
+    """Rewrite index.csv and tiles.csv from every finished per-slide file (safe across --part jobs)."""
+    index_rows, tile_rows = [], []
+    for row in frame.itertuples(index=False):
+        path = out / "slides" / f"{row.image_id}.npz"
+        if not path.is_file():
+            continue
+        with np.load(path) as data:
+            n_tissue = int(data["n_tissue"])
+            has_mask = "masks" in data.files
+            for rank, (x, y, fill) in enumerate(zip(data["xs"], data["ys"], data["fill"])):
+                tile_rows.append((row.image_id, rank, int(x), int(y), bool(fill)))
+        grade = getattr(row, "isup_grade", None)
+        index_rows.append((row.image_id, row.data_provider, "" if grade is None or pd.isna(grade) else int(grade),
+                           n_tissue, has_mask))
+    write_csv(out / "index.csv", pd.DataFrame(index_rows, columns=["image_id", "data_provider", "isup_grade",
+                                                                   "n_tissue", "has_mask"]))
+    write_csv(out / "tiles.csv", pd.DataFrame(tile_rows, columns=["image_id", "rank", "x", "y", "fill"]))
+
+
+def tile_slides(
+    data: Path,
+    out: Path,
+    split: str = "train",
+    level: int = 1,
+    n_tiles: int = 36,
+    tile_size: int = 256,
+    mode: int = 0,
+    workers: int = 0,
+    part: str | None = None,
+    skip_missing: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Tile every slide of ``split`` into the cache ``out``; reruns skip finished slides.
+
+    Raises:
+        DataError: a bad CSV, a missing slide (unless ``skip_missing``), an unreadable slide or mask.
+        OptionError: ``out`` holds a cache tiled with other settings.
+    """
+    data, out = Path(data), Path(out)
+    frame = read_train_csv(data / "train.csv") if split == "train" else read_test_csv(data / "test.csv")
+    settings = {"split": split, "level": level, "tile_size": tile_size, "n_tiles": n_tiles, "mode": mode}
+    meta_file = out / "meta.json"
+    if meta_file.is_file():
+        old = json.loads(meta_file.read_text())
+        differ = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+        if differ:
+            detail = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in differ.items())
+            raise OptionError(f"{out} holds tiles made with {detail}: use another --out")
+    (out / "slides").mkdir(parents=True, exist_ok=True)
+    removed = remove_partials(out)
+    if removed:
+        console.log(f"removed {removed} unfinished file(s) of an interrupted run")
+
+    jobs, missing = [], []
+    for row in select_part(list(frame.itertuples(index=False)), part):
+        slide = slide_path(data, split, row.image_id)
+        if not slide.is_file():
+            if not skip_missing:
+                raise DataError(slide, "slide listed in the CSV is missing (--skip-missing to skip it)")
+            missing.append(row.image_id)
+            continue
+        target = out / "slides" / f"{row.image_id}.npz"
+        if target.is_file() and not overwrite:
+            continue
+        mask = mask_path(data, row.image_id) if split == "train" else None
+        jobs.append({"image_id": row.image_id, "slide": slide, "mask": mask if mask and mask.is_file() else None,
+                     "provider": row.data_provider, "out": target, "level": level, "n_tiles": n_tiles,
+                     "tile_size": tile_size, "mode": mode})
+    if missing:
+        console.warn(f"{len(missing)} slide(s) missing on disk, skipped: {', '.join(missing[:5])}")
+    downsample = None
+    if jobs:
+        with open_slide(jobs[0]["slide"]) as slide:
+            downsample = slide.level_downsamples[level] if level < slide.level_count else None
+    write_json(meta_file, {**settings, "downsample": downsample, "data": str(data.resolve())})
+    console.log(f"tiling {len(jobs)} slide(s) of {split} (level {level}, {n_tiles}×{tile_size} px, mode {mode}) → {out}")
+    results = []
+    if workers > 0 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(console.track(pool.map(_tile_one, jobs), "tile", total=len(jobs)))
+    else:
+        results = [_tile_one(job) for job in console.track(jobs, "tile", total=len(jobs))]
+    white = [r[0] for r in results if r[3]]
+    if white:
+        console.warn(f"{len(white)} slide(s) with no tissue tile (all white): {', '.join(white[:5])}")
+    _rebuild_tables(out, frame)
+    return out
