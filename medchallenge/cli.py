@@ -13,7 +13,7 @@ import typer
 from medchallenge import __version__
 
 CHALLENGES: dict[str, str] = {
-    # "panda": mounted once its pipeline works end to end
+    "panda": "PANDA prostate ISUP grading from whole-slide images (quadratic weighted kappa).",
 }
 
 app = typer.Typer(

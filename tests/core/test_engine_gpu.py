@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medchallenge.core import engine as engine_module
-from medchallenge.core.engine import Trainer, TrainConfig
+from medchallenge.core.engine import TrainConfig, Trainer
 
 pytestmark = pytest.mark.gpu
 

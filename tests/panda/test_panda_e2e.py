@@ -1,0 +1,91 @@
+"""PANDA end to end through the CLI: sample → tile → train → predict → evaluate, and resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from medchallenge.cli import app
+
+pytestmark = pytest.mark.slow
+
+TRAIN = ["--arch", "resnet18", "--no-pretrained", "--batch-size", "8", "--lr", "1e-3", "--workers", "0",
+         "--device", "cpu", "--seed", "0"]
+
+
+def _ok(runner: CliRunner, args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("panda")
+    runner = CliRunner()
+    _ok(runner, ["panda", "sample", "--out", str(root / "data"), "--n-slides", "48", "--size", "1024", "--seed", "0"])
+    _ok(runner, ["panda", "tile", "--data", str(root / "data"), "--out", str(root / "tiles"), "--level", "1",
+                 "--n-tiles", "16", "--tile-size", "32"])
+    return root
+
+
+def test_pipeline_beats_chance(dataset: Path) -> None:
+    runner = CliRunner()
+    run = dataset / "run"
+    _ok(runner, ["panda", "train", "--tiles", str(dataset / "tiles"), "--out", str(run), "--epochs", "8", *TRAIN])
+    submission = dataset / "submission.csv"
+    _ok(runner, ["panda", "predict", "--checkpoint", str(run / "best.pt"), "--data", str(dataset / "data"),
+                 "--out", str(submission), "--device", "cpu"])
+    test_ids = pd.read_csv(dataset / "data" / "test.csv")["image_id"].tolist()
+    sub = pd.read_csv(submission)
+    assert sub["image_id"].tolist() == test_ids and sub["isup_grade"].between(0, 5).all()
+    out = _ok(runner, ["panda", "evaluate", "--predictions", str(submission),
+                       "--truth", str(dataset / "data" / "answers" / "test_labels.csv"), "--json"])
+    metrics = json.loads(out)
+    assert metrics["n"] == len(test_ids)
+    assert metrics["qwk"] > 0.5, metrics  # chance is 0
+    assert (dataset / "evaluation" / "confusion_matrix.png").is_file()
+    for name in ("config.json", "metrics.csv", "train.log", "last.pt", "best.pt", "plots/loss.png"):
+        assert (run / name).is_file()
+
+
+def test_resume_finishes_the_same_epochs(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medchallenge.panda.train import PandaTrainer
+
+    runner = CliRunner()
+    common = ["panda", "train", "--tiles", str(dataset / "tiles"), "--epochs", "2", *TRAIN]
+    _ok(runner, [*common, "--out", str(dataset / "full")])
+
+    def killed(self: PandaTrainer, epoch: int, row: dict) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PandaTrainer, "on_epoch_end", killed)
+        result = runner.invoke(app, [*common, "--out", str(dataset / "part")])
+        assert result.exit_code == 130
+    assert len(pd.read_csv(dataset / "part" / "metrics.csv")) == 1
+    _ok(runner, [*common, "--out", str(dataset / "part"), "--resume"])
+    full = pd.read_csv(dataset / "full" / "metrics.csv").drop(columns="time_s")
+    part = pd.read_csv(dataset / "part" / "metrics.csv").drop(columns="time_s")
+    pd.testing.assert_frame_equal(full, part)
+
+
+def test_bad_inputs_exit_2(dataset: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = dataset / "data"
+    bad = runner.invoke(app, ["panda", "predict", "--checkpoint", str(tmp_path / "none.pt"), "--data", str(data),
+                              "--out", str(tmp_path / "s.csv")])
+    assert bad.exit_code == 2 and "checkpoint not found" in bad.output
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    bad = runner.invoke(app, ["panda", "predict", "--checkpoint", str(tmp_path / "corrupt.pt"), "--data", str(data),
+                              "--out", str(tmp_path / "s.csv")])
+    assert bad.exit_code == 2 and "corrupt" in bad.output
+    assert not (tmp_path / "s.csv").exists()
+    sub = tmp_path / "dup.csv"
+    sub.write_text("image_id,isup_grade\nabc,1\nabc,2\n")
+    bad = runner.invoke(app, ["panda", "evaluate", "--predictions", str(sub), "--truth", str(data / "train.csv")])
+    assert bad.exit_code == 2 and "duplicate image_id abc" in bad.output
