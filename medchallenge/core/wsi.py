@@ -9,6 +9,7 @@ outside the image come back as ``fill`` (255, white, for slides; 0 for label mas
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,15 +20,25 @@ from medchallenge.core.io import atomic_path
 
 
 class SlideReader:
-    """A pyramidal slide: level sizes, downsamples and region reads (RGB uint8)."""
+    """A pyramidal slide: level sizes, downsamples and region reads (RGB uint8).
+
+    Backends, in order: tiled TIFF pyramids (PANDA's, MIDOG's) through tifffile, decoding only
+    the TIFF tiles a read touches; anything OpenSlide opens; any other TIFF through tifffile,
+    decoding a whole page.
+    """
+
+    TILE_CACHE = 32  # decoded TIFF tiles kept (32 × 512² RGB ≈ 25 MB at most)
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._osr = None
         self._pages: list = []
         self._tif = None
+        self._tiles: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
         if not self.path.is_file():
             raise DataError(self.path, "slide not found")
+        if self.path.suffix.lower() in (".tif", ".tiff") and self._open_tiled_tiff():
+            return
         import openslide
 
         try:
@@ -56,6 +67,74 @@ class SlideReader:
         self.level_dimensions = [(int(p.shape[1]), int(p.shape[0])) for p in pages]
         self.level_downsamples = [self.level_dimensions[0][0] / d[0] for d in self.level_dimensions]
 
+    def _open_tiled_tiff(self) -> bool:
+        """Use tifffile, decoding only the TIFF tiles a read touches, when every level is a tiled page."""
+        import tifffile
+
+        logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # we report problems ourselves
+        try:
+            tif = tifffile.TiffFile(self.path)
+        except Exception:  # not parseable here: OpenSlide (or the error path) decides
+            return False
+        try:
+            pages = [p for p in tif.pages if p.ndim == 3 and p.shape[2] in (3, 4)]
+            if not pages or not all(p.is_tiled for p in pages) or tif.series[0].ndim != 3:
+                tif.close()
+                return False
+        except Exception:  # a corrupt directory: let the other paths report it
+            tif.close()
+            return False
+        width0 = pages[0].shape[1] / pages[0].shape[0]
+        pages = [p for p in pages if abs(p.shape[1] / p.shape[0] - width0) < 0.05]  # drop thumbnails/labels
+        pages.sort(key=lambda p: -p.shape[1])
+        self._tif, self._pages, self._tiled = tif, pages, True
+        self.level_dimensions = [(int(p.shape[1]), int(p.shape[0])) for p in pages]
+        self.level_downsamples = [self.level_dimensions[0][0] / d[0] for d in self.level_dimensions]
+        return True
+
+    def _decoded_tile(self, level: int, ty: int, tx: int) -> np.ndarray:
+        """One TIFF tile of ``level`` decoded (cached, least recently used dropped first)."""
+        key = (level, ty, tx)
+        if key in self._tiles:
+            self._tiles.move_to_end(key)
+            return self._tiles[key]
+        page = self._pages[level]
+        across = -(-page.shape[1] // page.tilewidth)
+        index = ty * across + tx
+        handle = self._tif.filehandle
+        try:
+            handle.seek(page.dataoffsets[index])
+            data = handle.read(page.databytecounts[index])
+            tile = page.decode(data, index, jpegtables=page.jpegtables)[0]
+        except Exception as err:  # any decode failure is a truncated or corrupt file
+            raise DataError(self.path, f"cannot decode TIFF tile {index} of level {level} (truncated or corrupt:"
+                                       f" {type(err).__name__})") from err
+        if tile is None or len(data) < page.databytecounts[index]:
+            raise DataError(self.path, f"TIFF tile {index} of level {level} is truncated")
+        tile = tile[0, :, :, :3]
+        self._tiles[key] = tile
+        if len(self._tiles) > self.TILE_CACHE:
+            self._tiles.popitem(last=False)
+        return tile
+
+    def _read_tiled(self, x0: int, y0: int, level: int, width: int, height: int, fill: int) -> np.ndarray:
+        out = np.full((height, width, 3), fill, dtype=np.uint8)
+        ds = self.level_downsamples[level]
+        lw, lh = self.level_dimensions[level]
+        lx, ly = int(round(x0 / ds)), int(round(y0 / ds))
+        cx0, cy0, cx1, cy1 = max(lx, 0), max(ly, 0), min(lx + width, lw), min(ly + height, lh)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return out
+        page = self._pages[level]
+        th, tw = page.tilelength, page.tilewidth
+        for ty in range(cy0 // th, (cy1 - 1) // th + 1):
+            for tx in range(cx0 // tw, (cx1 - 1) // tw + 1):
+                tile = self._decoded_tile(level, ty, tx)
+                ya, yb = max(cy0, ty * th), min(cy1, (ty + 1) * th)
+                xa, xb = max(cx0, tx * tw), min(cx1, (tx + 1) * tw)
+                out[ya - ly : yb - ly, xa - lx : xb - lx] = tile[ya - ty * th : yb - ty * th, xa - tx * tw : xb - tx * tw]
+        return out
+
     @property
     def level_count(self) -> int:
         return len(self.level_dimensions)
@@ -67,6 +146,8 @@ class SlideReader:
         """
         if not 0 <= level < self.level_count:
             raise DataError(self.path, f"level {level} does not exist (the slide has {self.level_count})")
+        if self._tiled:
+            return self._read_tiled(x0, y0, level, width, height, fill)
         if self._osr is not None:
             return self._read_openslide(x0, y0, level, width, height, fill)
         return self._read_tifffile(x0, y0, level, width, height, fill)
