@@ -14,6 +14,7 @@ from medchallenge import __version__
 
 CHALLENGES: dict[str, str] = {
     "panda": "PANDA prostate ISUP grading from whole-slide images (quadratic weighted kappa).",
+    "kits": "KiTS19 kidney and kidney-tumour CT segmentation (kidney and tumour Dice).",
 }
 
 app = typer.Typer(

@@ -109,11 +109,14 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
                 yield item
                 progress.advance(task)
         return
+    # batch jobs: a line about every 10% of the work, but never more than one per 10 s
     step = max(1, (total or 0) // 10)
-    start = time.perf_counter()
+    start = last = time.perf_counter()
     done = 0
     for item in items:
         yield item
         done += 1
-        if total and (done % step == 0 or done == total):
-            log(f"{description}: {done}/{total} ({time.perf_counter() - start:.1f}s)")
+        now = time.perf_counter()
+        if total and done % step == 0 and now - last >= 10.0:
+            log(f"{description}: {done}/{total} ({now - start:.1f}s)")
+            last = now

@@ -1,0 +1,106 @@
+"""The KiTS19 layout: ``data/case_XXXXX/imaging.nii.gz`` (HU) and ``segmentation.nii.gz`` (0, 1, 2).
+
+Cases 00000–00209 are training (with segmentation), 00210–00299 test (imaging only). The folder
+given as ``--data`` may be the kits19 repository (holding ``data/``) or the ``data/`` folder itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medchallenge.core.errors import DataError
+from medchallenge.core.nifti import Volume, read_geometry, read_volume
+
+LABELS = {0: "background", 1: "kidney", 2: "tumor"}
+CASE_RE = re.compile(r"^case_(\d{5})$")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case folder: its id (``case_00042``), number, imaging and (optional) segmentation."""
+
+    case_id: str
+    number: int
+    imaging: Path
+    segmentation: Path | None
+
+
+def data_root(data: str | Path) -> Path:
+    """The folder holding the ``case_XXXXX`` folders (``DATA/data`` when it exists)."""
+    data = Path(data)
+    if (data / "data").is_dir() and not any(CASE_RE.match(p.name) for p in data.iterdir() if p.is_dir()):
+        return data / "data"
+    return data
+
+
+def find_cases(data: str | Path, numbers: list[int] | None = None, need_segmentation: bool = False) -> list[Case]:
+    """The cases under ``data`` (sorted), optionally only ``numbers`` and only those with labels.
+
+    Raises:
+        DataError: no case folder at all, a case folder without ``imaging.nii.gz``, or a requested
+            case that does not exist.
+    """
+    root = data_root(data)
+    if not root.is_dir():
+        raise DataError(root, "dataset folder not found")
+    cases = []
+    for folder in sorted(root.iterdir()):
+        match = CASE_RE.match(folder.name)
+        if not (folder.is_dir() and match):
+            continue
+        number = int(match.group(1))
+        if numbers is not None and number not in numbers:
+            continue
+        imaging = folder / "imaging.nii.gz"
+        if not imaging.is_file():
+            raise DataError(folder, "case folder without imaging.nii.gz")
+        seg = folder / "segmentation.nii.gz"
+        if need_segmentation and not seg.is_file():
+            continue
+        cases.append(Case(folder.name, number, imaging, seg if seg.is_file() else None))
+    if numbers is not None:
+        missing = sorted(set(numbers) - {c.number for c in cases})
+        if missing and not need_segmentation:
+            raise DataError(root, f"case(s) not found: {', '.join(f'case_{n:05d}' for n in missing[:5])}")
+    if not cases:
+        raise DataError(root, "no case_XXXXX folders" + (" with segmentation.nii.gz" if need_segmentation else ""))
+    return cases
+
+
+def check_labels(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Labels as uint8 {0, 1, 2}; anything else is a DataError naming the file."""
+    outside = labels > 2
+    if np.issubdtype(labels.dtype, np.signedinteger) or np.issubdtype(labels.dtype, np.floating):
+        outside |= labels < 0
+    if np.issubdtype(labels.dtype, np.floating):
+        outside |= labels != np.round(labels)
+    if outside.any():
+        bad = np.unique(labels[outside])[:5].tolist()
+        raise DataError(path, f"labels {bad} outside {{0, 1, 2}} (background, kidney, tumor)")
+    return labels.astype(np.uint8, copy=False)
+
+
+def read_case(case: Case, with_labels: bool = True) -> tuple[Volume, np.ndarray | None]:
+    """Imaging (HU, float32) and labels (uint8, same numpy layout), geometry checked.
+
+    Raises:
+        DataError: unreadable files, not 3-D, NaN voxels, image and segmentation on different
+            grids, labels outside {0, 1, 2}.
+    """
+    image = read_volume(case.imaging, dtype=np.float32)
+    labels = None
+    if with_labels and case.segmentation is not None:
+        geometry = read_geometry(case.segmentation)
+        if not geometry.same_grid(image.geometry):
+            raise DataError(
+                case.segmentation,
+                f"grid differs from imaging.nii.gz (size {geometry.size} vs {image.geometry.size},"
+                f" spacing {tuple(round(s, 3) for s in geometry.spacing)} vs"
+                f" {tuple(round(s, 3) for s in image.geometry.spacing)})",
+            )
+        labels = check_labels(read_volume(case.segmentation).array, case.segmentation)
+    return image, labels

@@ -1,0 +1,94 @@
+"""``kits evaluate``: official per-case Dice over a folder of ``prediction_XXXXX.nii.gz``.
+
+``--truth`` may be a KiTS ``data/`` folder (``case_XXXXX/segmentation.nii.gz``), the repository
+holding it, or a flat folder of ``case_XXXXX.nii.gz`` / ``segmentation_XXXXX.nii.gz`` files. Every
+truth case (or those named with ``--cases``) is scored; a missing prediction counts as all
+background, as the challenge scored it, with a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medchallenge.core import console
+from medchallenge.core.errors import DataError
+from medchallenge.core.io import write_csv, write_json
+from medchallenge.core.nifti import read_volume
+from medchallenge.kits.data import check_labels, data_root
+from medchallenge.kits.metrics import CaseScore, score_case, summarise
+
+FLAT_RE = re.compile(r"^(?:case|segmentation)_(\d{5})\.nii(?:\.gz)?$")
+
+
+def truth_files(truth: Path) -> dict[int, Path]:
+    """Case number → label file under ``truth`` (either layout)."""
+    root = data_root(truth)
+    found: dict[int, Path] = {}
+    if not root.is_dir():
+        raise DataError(root, "truth folder not found")
+    for path in sorted(root.iterdir()):
+        if path.is_dir() and re.match(r"^case_\d{5}$", path.name) and (path / "segmentation.nii.gz").is_file():
+            found[int(path.name[5:])] = path / "segmentation.nii.gz"
+        elif path.is_file() and (match := FLAT_RE.match(path.name)):
+            found[int(match.group(1))] = path
+    if not found:
+        raise DataError(root, "no ground-truth label files (case_XXXXX/segmentation.nii.gz or case_XXXXX.nii.gz)")
+    return found
+
+
+def evaluate_folder(predictions: Path, truth: Path, cases: list[int] | None = None) -> tuple[dict, list[CaseScore]]:
+    """Score every truth case; returns (summary as printed by ``--json``, per-case scores)."""
+    files = truth_files(truth)
+    numbers = sorted(files) if cases is None else cases
+    scores = []
+    missing = []
+    for number in console.track(numbers, "evaluate", total=len(numbers)):
+        if number not in files:
+            raise DataError(truth, f"no ground truth for case_{number:05d}")
+        gt = check_labels(read_volume(files[number]).array, files[number])
+        pred_file = Path(predictions) / f"prediction_{number:05d}.nii.gz"
+        if pred_file.is_file():
+            pred = read_volume(pred_file).array
+            if pred.shape != gt.shape:
+                raise DataError(pred_file, f"shape {pred.shape} differs from the ground truth's {gt.shape}")
+            pred = check_labels(pred, pred_file)
+        else:
+            missing.append(pred_file.name)
+            pred = np.zeros_like(gt)
+        scores.append(score_case(f"case_{number:05d}", pred, gt))
+    if missing:
+        console.warn(f"{len(missing)} prediction(s) missing, scored as all background: {', '.join(missing[:5])}")
+    return summarise(scores), scores
+
+
+def write_report(out: Path, summary: dict, scores: list[CaseScore]) -> None:
+    """``metrics.json`` and ``cases.csv`` in ``out``."""
+    write_json(out / "metrics.json", summary)
+    write_csv(out / "cases.csv", pd.DataFrame([{k: v for k, v in s.as_dict().items() if k != "truth_voxels"}
+                                               for s in scores]))
+
+
+def plot_overlays(predictions: Path, truth: Path, scores: list[CaseScore], out: Path, n_cases: int = 4) -> None:
+    """Axial overlays (kidney red, tumour blue) of each case's slice with the most tumour: truth | prediction."""
+    from medchallenge.core.plots import overlay_labels, save_image_grid
+
+    files = truth_files(truth)
+    colours = {1: (230, 40, 40), 2: (40, 80, 240)}
+    images, titles = [], []
+    for score in scores[:n_cases]:
+        number = int(score.case[5:])
+        gt_vol = read_volume(files[number])
+        gt = gt_vol.axial_first()
+        pred_file = Path(predictions) / f"prediction_{number:05d}.nii.gz"
+        pred = read_volume(pred_file).axial_first() if pred_file.is_file() else np.zeros_like(gt)
+        k = int(np.argmax((gt == 2).sum(axis=(1, 2)) + 1e-3 * (gt > 0).sum(axis=(1, 2))))
+        imaging = files[number].parent / "imaging.nii.gz"
+        base = read_volume(imaging).axial_first()[k].clip(-200, 300) if imaging.is_file() else np.zeros(gt[k].shape)
+        images += [overlay_labels(base, gt[k], colours), overlay_labels(base, pred[k], colours)]
+        titles += [f"{score.case} slice {k}: truth", f"prediction (kidney {score.kidney_dice:.2f},"
+                                                     f" tumour {score.tumor_dice:.2f})"]
+    save_image_grid(images, titles, out / "overlays.png", cols=2)

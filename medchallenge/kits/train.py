@@ -1,0 +1,162 @@
+"""Training the KiTS U-Net on cached axial slices with the shared engine.
+
+Validation is split by case (never by slice); each validation case is segmented whole, slice by
+slice, and scored with the official kidney and tumour Dice; the best checkpoint maximises their
+mean (the composite). Foreground oversampling draws slices holding kidney or tumour with
+probability ``--oversample``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+
+from medchallenge.core import console
+from medchallenge.core.engine import TrainConfig, Trainer
+from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.losses import dice_ce_loss
+from medchallenge.core.splits import grouped_split
+from medchallenge.core.unet import UNet2d
+from medchallenge.kits.metrics import score_case, summarise
+from medchallenge.kits.predict import segment_stack
+from medchallenge.kits.slices import load_meta
+
+
+class SliceDataset(Dataset):
+    """(image 1×P×P float32, labels P×P int64) crops of cached slices (P = ``patch``)."""
+
+    def __init__(self, slices: Path, rows: pd.DataFrame, patch: int, background: float, augment: bool) -> None:
+        self.slices = Path(slices)
+        self.cases = rows["case"].tolist()
+        self.index = rows["slice"].to_numpy()
+        self.patch = patch
+        self.background = background
+        self.augment = augment
+        self._open: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def _arrays(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        if case not in self._open:
+            self._open[case] = (np.load(self.slices / "images" / f"{case}.npy", mmap_mode="r"),
+                                np.load(self.slices / "labels" / f"{case}.npy", mmap_mode="r"))
+        return self._open[case]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self._arrays(self.cases[i])
+        image = np.asarray(images[self.index[i]], dtype=np.float32)
+        label = np.asarray(labels[self.index[i]], dtype=np.int64)
+        p = self.patch
+        h, w = image.shape
+        ph, pw = max(0, p - h), max(0, p - w)
+        if ph or pw:
+            image = np.pad(image, ((0, ph), (0, pw)), constant_values=self.background)
+            label = np.pad(label, ((0, ph), (0, pw)))
+            h, w = image.shape
+        y = np.random.randint(0, h - p + 1) if self.augment else (h - p) // 2
+        x = np.random.randint(0, w - p + 1) if self.augment else (w - p) // 2
+        image, label = image[y : y + p, x : x + p], label[y : y + p, x : x + p]
+        if self.augment and np.random.rand() < 0.5:
+            image, label = image[:, ::-1], label[:, ::-1]
+        return torch.from_numpy(image.copy())[None], torch.from_numpy(label.copy())
+
+
+@dataclass
+class KitsOptions:
+    """KiTS-specific training options."""
+
+    slices: Path
+    depth: int = 4
+    width: int = 32
+    batch_norm: bool = False
+    dropout: float = 0.0
+    loss: str = "ce"
+    oversample: float = 0.0
+    patch_size: int = 512
+    val_fraction: float = 0.2
+    predict_batch: int = 8
+
+
+class KitsTrainer(Trainer):
+    """2D U-Net on axial slices; best checkpoint by the composite Dice on validation cases."""
+
+    challenge = "kits"
+    monitor = "composite_dice"
+
+    def __init__(self, config: TrainConfig, options: KitsOptions) -> None:
+        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
+        super().__init__(config)
+        self.options = options
+        if options.loss not in ("ce", "ce-dice"):
+            raise OptionError(f"--loss {options.loss}: expected ce or ce-dice")
+        if options.patch_size % 2**options.depth:
+            raise OptionError(f"--patch-size {options.patch_size} must be a multiple of 2**depth = {2**options.depth}")
+        self.norm = load_meta(options.slices)
+        index_file = Path(options.slices) / "index.csv"
+        if not index_file.is_file():
+            raise DataError(options.slices, "slice cache without index.csv")
+        self.index = pd.read_csv(index_file)
+        cases = sorted(self.index["case"].unique())
+        if len(cases) < 2:
+            raise DataError(options.slices, f"{len(cases)} case(s) cached: need at least 2 to split by case")
+        _, val_idx = grouped_split(cases, options.val_fraction, config.seed)
+        self.val_cases = [cases[i] for i in val_idx]
+        self.train_rows = self.index[~self.index["case"].isin(self.val_cases)].reset_index(drop=True)
+        console.log(f"{len(cases) - len(self.val_cases)} training case(s) ({len(self.train_rows)} slices),"
+                    f" {len(self.val_cases)} validation case(s): {', '.join(self.val_cases)}")
+
+    def build_model(self) -> nn.Module:
+        o = self.options
+        return UNet2d(1, 3, depth=o.depth, width=o.width, batch_norm=o.batch_norm, dropout=o.dropout)
+
+    def model_spec(self) -> dict[str, Any]:
+        o = self.options
+        return {"name": "unet", "kwargs": {"in_channels": 1, "num_classes": 3, "depth": o.depth, "width": o.width,
+                                           "batch_norm": o.batch_norm, "dropout": o.dropout}}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        n = self.norm
+        return {"normalisation": {"low": n.low, "high": n.high, "mean": n.mean, "std": n.std},
+                "labels": {"0": "background", "1": "kidney", "2": "tumor"}, "val_cases": self.val_cases}
+
+    def train_loader(self) -> DataLoader:
+        dataset = SliceDataset(self.options.slices, self.train_rows, self.options.patch_size, self.norm.background,
+                               augment=True)
+        sampler = None
+        p = self.options.oversample
+        if p > 0:
+            fg = (self.train_rows["has_kidney"] | self.train_rows["has_tumor"]).to_numpy()
+            if 0 < fg.sum() < len(fg):
+                weights = np.where(fg, p / fg.sum(), (1 - p) / (~fg).sum())
+                generator = torch.Generator().manual_seed(self.config.seed)
+                self._generators.append(generator)
+                sampler = WeightedRandomSampler(torch.as_tensor(weights), len(fg), replacement=True,
+                                                generator=generator)
+        return self.make_loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=True)
+
+    def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        image, label = batch
+        logits = model(image)
+        if self.options.loss == "ce-dice":
+            return dice_ce_loss(logits, label)
+        return F.cross_entropy(logits.float(), label)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        scores = []
+        for case in self.val_cases:
+            images = np.load(Path(self.options.slices) / "images" / f"{case}.npy", mmap_mode="r")
+            labels = np.load(Path(self.options.slices) / "labels" / f"{case}.npy")
+            pred = segment_stack(model, images, self.device, self.options.predict_batch, self.norm.background,
+                                 self.amp_dtype)
+            scores.append(score_case(case, pred, labels))
+        summary = summarise(scores)
+        return {k: summary[k] for k in ("kidney_dice", "tumor_dice", "composite_dice", "pixel_accuracy")}
