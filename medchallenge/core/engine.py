@@ -159,6 +159,7 @@ class Trainer:
         collate_fn: Callable | None = None,
         sampler: Sampler | None = None,
         distributed: bool = True,
+        batch_sampler: Sampler | None = None,
     ) -> DataLoader:
         """A DataLoader with seeded workers and shuffling, a DistributedSampler under DDP.
 
@@ -176,6 +177,12 @@ class Trainer:
             self._samplers.append(sampler)
             shuffle = False
         workers = self.config.workers
+        if batch_sampler is not None:  # variable-size batches (bags); it shards and reseeds itself
+            if hasattr(batch_sampler, "set_epoch"):
+                self._samplers.append(batch_sampler)
+            return DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_fn, num_workers=workers,
+                              pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker, generator=generator,
+                              persistent_workers=workers > 0)
         if len(dataset) < batch_size and drop_last:  # type: ignore[arg-type]
             drop_last = False
         return DataLoader(

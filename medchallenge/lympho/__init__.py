@@ -1,0 +1,1 @@
+"""Lymphocytosis (Kaggle, MVA DLMI): reactive vs malignant per patient from blood-smear images and clinical data."""

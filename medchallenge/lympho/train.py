@@ -1,0 +1,233 @@
+"""Training the lymphocytosis models on the patient cache with the shared engine.
+
+Patients are packed into batches of at most ``--max-batch-images`` images (a larger bag travels
+alone), so the CNN sees flat batches regardless of owner and memory stays bounded. The split is
+stratified by label and seeded (50/50 as in the report, ``--val-fraction``, or k-fold); the best
+checkpoint maximises validation balanced accuracy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from medchallenge.core import console
+from medchallenge.core.engine import TrainConfig, Trainer
+from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.metrics import balanced_accuracy
+from medchallenge.core.splits import kfold_split, stratified_split
+from medchallenge.lympho.cache import open_cache
+from medchallenge.lympho.models import LymphoModel
+
+CLINICAL_FEATURES = ("age", "count", "birth_month", "birth_year")
+
+
+def clinical_matrix(index: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """B×F raw clinical features: age (years), log lymphocyte count, birth month, birth year."""
+    columns = {"age": index["AGE"], "count": np.log(index["LYMPH_COUNT"]), "birth_month": index["BIRTH_MONTH"],
+               "birth_year": index["BIRTH_YEAR"]}
+    return np.stack([np.asarray(columns[f], dtype=np.float32) for f in features], axis=1)
+
+
+class BagDataset(Dataset):
+    """One patient: (images n×3×C×C uint8, label float, clinical F float32)."""
+
+    def __init__(self, cache: Path, index: pd.DataFrame, clinical: np.ndarray, augment: bool,
+                 max_images: int | None = None) -> None:
+        self.cache = Path(cache)
+        self.ids = index["ID"].tolist()
+        self.labels = index["LABEL"].to_numpy()
+        self.clinical = clinical
+        self.augment = augment
+        self.max_images = max_images
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = np.load(self.cache / "images" / f"{self.ids[i]}.npy", mmap_mode="r")
+        if self.max_images and len(images) > self.max_images:
+            images = images[np.sort(np.random.choice(len(images), self.max_images, replace=False))]
+        images = np.asarray(images)
+        if self.augment:
+            out = np.empty_like(images)
+            for k, img in enumerate(images):
+                img = np.rot90(img, np.random.randint(4), axes=(1, 2))
+                if np.random.rand() < 0.5:
+                    img = img[:, :, ::-1]
+                out[k] = img
+            images = out
+        return (torch.from_numpy(np.ascontiguousarray(images)), torch.tensor(float(self.labels[i])),
+                torch.from_numpy(self.clinical[i]))
+
+
+def collate_bags(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flat images N×3×C×C, their bag index (N,), labels (B,), clinical B×F."""
+    images = torch.cat([it[0] for it in items])
+    bags = torch.cat([torch.full((len(it[0]),), b, dtype=torch.long) for b, it in enumerate(items)])
+    return images, bags, torch.stack([it[1] for it in items]), torch.stack([it[2] for it in items])
+
+
+class BagBatchSampler(Sampler):
+    """Batches of patient indices with at most ``max_images`` images each (a bigger bag alone).
+
+    Shuffled per epoch from (seed, epoch) when ``shuffle``; under DDP each rank takes every
+    world_size-th batch.
+    """
+
+    def __init__(self, sizes: list[int], max_images: int, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1) -> None:
+        self.sizes, self.max_images, self.shuffle, self.seed = sizes, max_images, shuffle, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        order = list(range(len(self.sizes)))
+        if self.shuffle:
+            order = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        batches, current, total = [], [], 0
+        for i in order:
+            if current and total + self.sizes[i] > self.max_images:
+                batches.append(current)
+                current, total = [], 0
+            current.append(i)
+            total += self.sizes[i]
+        if current:
+            batches.append(current)
+        return batches[self.rank :: self.world_size]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+@dataclass
+class LymphoOptions:
+    """Lymphocytosis-specific training options."""
+
+    cache: Path
+    model: str = "mean"
+    arch: str = "resnet18"
+    pretrained: bool = True
+    weights: Path | None = None
+    clinical_features: list[str] = field(default_factory=lambda: ["age", "count"])
+    loss: str = "bce"
+    class_weight: bool = False
+    val_fraction: float = 0.5
+    n_folds: int | None = None
+    fold: int = 0
+    max_batch_images: int = 256
+    max_images: int | None = None
+    chunk: int = 64
+
+
+class LymphoTrainer(Trainer):
+    """Patient-level malignant vs reactive; best checkpoint by validation balanced accuracy."""
+
+    challenge = "lympho"
+    monitor = "balanced_accuracy"
+
+    def __init__(self, config: TrainConfig, options: LymphoOptions) -> None:
+        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
+        super().__init__(config)
+        self.options = options
+        bad = [f for f in options.clinical_features if f not in CLINICAL_FEATURES]
+        if bad:
+            raise OptionError(f"--clinical-features {','.join(bad)}: expected some of {', '.join(CLINICAL_FEATURES)}")
+        if options.loss not in ("bce", "dice"):
+            raise OptionError(f"--loss {options.loss}: expected bce or dice")
+        index, self.cache_meta = open_cache(options.cache)
+        labelled = index[index["LABEL"] >= 0].reset_index(drop=True)
+        if labelled["LABEL"].nunique() < 2:
+            raise DataError(options.cache, "training needs both malignant and reactive patients")
+        labels = labelled["LABEL"].to_numpy()
+        if options.n_folds:
+            train_idx, val_idx = kfold_split(labels, options.n_folds, options.fold, config.seed)
+        else:
+            train_idx, val_idx = stratified_split(labels, options.val_fraction, config.seed)
+        self.train_index = labelled.iloc[train_idx].reset_index(drop=True)
+        self.val_index = labelled.iloc[val_idx].reset_index(drop=True)
+        raw = clinical_matrix(self.train_index, options.clinical_features)
+        self.clinical_mean = raw.mean(axis=0)
+        self.clinical_std = raw.std(axis=0) + 1e-6
+        n_pos = int(self.train_index["LABEL"].sum())
+        self.pos_weight = (len(self.train_index) - n_pos) / max(1, n_pos) if options.class_weight else None
+        if options.max_images is not None:
+            console.log(f"--max-images {options.max_images}: bags larger than that are subsampled at random each epoch")
+        console.log(f"{len(self.train_index)} training / {len(self.val_index)} validation patients"
+                    f" ({n_pos} malignant in training)")
+
+    def _clinical(self, index: pd.DataFrame) -> np.ndarray:
+        return (clinical_matrix(index, self.options.clinical_features) - self.clinical_mean) / self.clinical_std
+
+    def _loader(self, index: pd.DataFrame, train: bool) -> DataLoader:
+        dataset = BagDataset(self.options.cache, index, self._clinical(index), augment=train,
+                             max_images=self.options.max_images if train else None)
+        sampler = BagBatchSampler(index["n_images"].tolist(), self.options.max_batch_images, shuffle=train,
+                                  seed=self.config.seed, rank=self.dist.rank if train else 0,
+                                  world_size=self.dist.world_size if train else 1)
+        return self.make_loader(dataset, shuffle=False, batch_sampler=sampler, collate_fn=collate_bags)
+
+    def train_loader(self) -> DataLoader:
+        return self._loader(self.train_index, train=True)
+
+    def build_model(self) -> nn.Module:
+        o = self.options
+        return LymphoModel(o.model, len(o.clinical_features), o.arch, o.pretrained, o.weights, o.chunk)
+
+    def model_spec(self) -> dict[str, Any]:
+        o = self.options
+        return {"name": o.model, "kwargs": {"model": o.model, "n_clinical": len(o.clinical_features), "arch": o.arch,
+                                            "chunk": o.chunk}}
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {"clinical_features": self.options.clinical_features,
+                "clinical_mean": self.clinical_mean.tolist(), "clinical_std": self.clinical_std.tolist(),
+                "crop": self.cache_meta["crop"], "threshold": 0.5,
+                "val_ids": self.val_index["ID"].tolist()}
+
+    def _loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        def one(logit: torch.Tensor) -> torch.Tensor:
+            if self.options.loss == "dice":
+                p = torch.sigmoid(logit)
+                return 1 - (2 * (p * labels).sum() + 1) / (p.sum() + labels.sum() + 1)
+            weight = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logit.device)
+            return F.binary_cross_entropy_with_logits(logit, labels, pos_weight=weight)
+
+        if self.options.model == "sum-of-losses":
+            return one(out["image_logit"]) + one(out["clinical_logit"])
+        if self.options.model == "moe":  # the mixture, plus each expert so both stay useful
+            return one(out["logit"]) + 0.5 * (one(out["image_logit"]) + one(out["clinical_logit"]))
+        return one(out["logit"])
+
+    def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        images, bags, labels, clinical = batch
+        return self._loss(model(images, bags, clinical), labels)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        probs, labels, losses = [], [], []
+        for images, bags, y, clinical in self._loader(self.val_index, train=False):
+            images, bags, y, clinical = self.to_device((images, bags, y, clinical))
+            with self.autocast():
+                out = model(images, bags, clinical)
+            losses.append(float(self._loss(out, y)) * len(y))
+            probs.append(torch.sigmoid(out["logit"]).cpu())
+            labels.append(y.cpu())
+        p = torch.cat(probs).numpy()
+        t = torch.cat(labels).numpy().astype(int)
+        from sklearn.metrics import roc_auc_score
+
+        return {"val_loss": sum(losses) / len(t), "balanced_accuracy": balanced_accuracy(t, (p >= 0.5).astype(int)),
+                "auc": float(roc_auc_score(t, p)) if len(set(t)) == 2 else float("nan")}
