@@ -56,7 +56,7 @@ class BagDataset(Dataset):
         images = np.load(self.cache / "images" / f"{self.ids[i]}.npy", mmap_mode="r")
         if self.max_images and len(images) > self.max_images:
             images = images[np.sort(np.random.choice(len(images), self.max_images, replace=False))]
-        images = np.asarray(images)
+        images = np.array(images)  # a writable copy of the memory-mapped bag
         if self.augment:
             out = np.empty_like(images)
             for k, img in enumerate(images):
