@@ -1,0 +1,134 @@
+"""MIDOG.json and the image folder: typed records, scanners, splits.
+
+``MIDOG.json``: ``images`` {file_name, id, width, height}; ``categories`` 1 "mitotic figure",
+2 "not mitotic figure" (imposters); ``annotations`` {bbox, category_id, image_id, id} with bbox
+``[x1, y1, x2, y2]`` (not COCO's xywh), 50×50 around the cell, some on half pixels, some crossing
+the image border (clipped here). Scanners by image id: 1–50 Hamamatsu XR, 51–100 Hamamatsu S360,
+101–150 Aperio CS2, 151–200 Leica GT450 (no annotations in the release).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medchallenge.core import console
+from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.splits import stratified_split
+
+MITOSIS, IMPOSTER = 1, 2
+SCANNERS = ((1, 50, "Hamamatsu XR"), (51, 100, "Hamamatsu S360"), (101, 150, "Aperio CS2"), (151, 200, "Leica GT450"))
+
+
+def scanner_of(image_id: int) -> str:
+    """The scanner of an image id (by the MIDOG 2021 numbering)."""
+    for low, high, name in SCANNERS:
+        if low <= image_id <= high:
+            return name
+    return "unknown"
+
+
+@dataclass
+class MidogImage:
+    """One image: its file, size and annotation centres (N×2 float, x, y in px)."""
+
+    image_id: int
+    file_name: str
+    width: int
+    height: int
+    mitoses: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    imposters: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    annotated: bool = False
+
+    @property
+    def scanner(self) -> str:
+        return scanner_of(self.image_id)
+
+
+def load_midog_json(path: str | Path) -> dict[int, MidogImage]:
+    """Parse MIDOG.json into images by id, boxes clipped to the image and turned into centres.
+
+    Raises:
+        DataError: unreadable JSON, missing keys, a bbox that is not [x1, y1, x2, y2] with x2 > x1
+            and y2 > y1, an annotation of an unknown image or category.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(path, f"not valid JSON ({err})") from err
+    for key in ("images", "annotations"):
+        if key not in data:
+            raise DataError(path, f"missing key '{key}'")
+    images: dict[int, MidogImage] = {}
+    for k, img in enumerate(data["images"]):
+        try:
+            images[int(img["id"])] = MidogImage(int(img["id"]), str(img["file_name"]), int(img["width"]),
+                                                int(img["height"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(path, f"images[{k}]: needs file_name, id, width, height ({err})") from err
+    centres: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    for k, ann in enumerate(data["annotations"]):
+        try:
+            x1, y1, x2, y2 = (float(v) for v in ann["bbox"])
+            image_id, category = int(ann["image_id"]), int(ann["category_id"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise DataError(path, f"annotations[{k}]: needs bbox [x1,y1,x2,y2], category_id, image_id ({err})") from err
+        if x2 <= x1 or y2 <= y1:
+            raise DataError(path, f"annotations[{k}] (id {ann.get('id')}): bbox {ann['bbox']} is not [x1, y1, x2, y2]"
+                                  " with x2 > x1 and y2 > y1 (COCO xywh?)")
+        if image_id not in images:
+            raise DataError(path, f"annotations[{k}]: image_id {image_id} is not in 'images'")
+        if category not in (MITOSIS, IMPOSTER):
+            raise DataError(path, f"annotations[{k}]: unknown category_id {category}")
+        img = images[image_id]
+        x1, x2 = max(0.0, x1), min(float(img.width), x2)
+        y1, y2 = max(0.0, y1), min(float(img.height), y2)
+        centres.setdefault((image_id, category), []).append(((x1 + x2) / 2, (y1 + y2) / 2))
+    for image_id, img in images.items():
+        img.mitoses = np.asarray(centres.get((image_id, MITOSIS), []), dtype=float).reshape(-1, 2)
+        img.imposters = np.asarray(centres.get((image_id, IMPOSTER), []), dtype=float).reshape(-1, 2)
+        img.annotated = len(img.mitoses) + len(img.imposters) > 0
+    return images
+
+
+def annotated_images(images: dict[int, MidogImage], data: Path | None = None) -> list[MidogImage]:
+    """The annotated images (sorted by id); unannotated ones are named in a log line, not used.
+
+    With ``data``, every kept image must exist on disk (DataError otherwise).
+    """
+    kept = [img for _, img in sorted(images.items()) if img.annotated]
+    dropped = [img.image_id for _, img in sorted(images.items()) if not img.annotated]
+    if dropped:
+        console.log(f"{len(dropped)} image(s) without annotations excluded from training and evaluation"
+                    f" (ids {dropped[0]}–{dropped[-1]})")
+    if data is not None:
+        for img in kept:
+            if not (Path(data) / img.file_name).is_file():
+                raise DataError(Path(data) / img.file_name, f"image {img.image_id} is annotated in MIDOG.json but missing")
+    return kept
+
+
+def split_images(images: list[MidogImage], val_fraction: float, seed: int,
+                 val_ids_file: Path | None = None) -> tuple[list[MidogImage], list[MidogImage]]:
+    """(train, val): seeded and stratified by scanner, or the ids listed in ``val_ids_file``."""
+    if val_ids_file is not None:
+        try:
+            wanted = {int(tok) for tok in Path(val_ids_file).read_text().replace(",", " ").split()}
+        except (OSError, ValueError) as err:
+            raise DataError(val_ids_file, f"expected image ids separated by spaces, commas or lines ({err})") from err
+        unknown = wanted - {img.image_id for img in images}
+        if unknown:
+            raise DataError(val_ids_file, f"id(s) not among the annotated images: {sorted(unknown)[:5]}")
+        return [i for i in images if i.image_id not in wanted], [i for i in images if i.image_id in wanted]
+    if len(images) < 2:
+        raise OptionError(f"{len(images)} annotated image(s): need at least 2 to split")
+    scanners = [img.scanner for img in images]
+    codes = np.unique(scanners, return_inverse=True)[1]
+    train, val = stratified_split(codes, val_fraction, seed)
+    return [images[i] for i in train], [images[i] for i in val]
