@@ -1,0 +1,135 @@
+"""``midog predict``: detections on whole images as JSON, and ``midog evaluate`` on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medchallenge.core import console
+from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checked
+from medchallenge.core.device import amp_dtype, resolve_device
+from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.io import write_json
+from medchallenge.core.wsi import open_slide
+from medchallenge.midog.data import annotated_images, load_midog_json, scanner_of
+from medchallenge.midog.inference import detect_image
+from medchallenge.midog.metrics import Counts, match_image
+from medchallenge.midog.models import build_model
+
+
+def image_files(data: Path, ids: list[int] | None) -> list[Path]:
+    """``NNN.tiff`` files to process: the given ids, or every ``*.tif[f]`` in ``data``."""
+    data = Path(data)
+    if ids is None:
+        files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        if not files:
+            raise DataError(data, "no .tiff images")
+        return files
+    files = [data / f"{i:03d}.tiff" for i in ids]
+    for f in files:
+        if not f.is_file():
+            raise DataError(f, "image not found")
+    return files
+
+
+def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] | None = None, threshold: str = "0.5",
+                       overlap: float | None = None, device: str = "auto", batch_size: int = 8,
+                       output_format: str = "points") -> dict[str, Any]:
+    """Detect mitoses on whole images; write ``{file_name: [{"x", "y", "score"}, ...]}`` (or GC "Multiple points")."""
+    if output_format not in ("points", "grand-challenge"):
+        raise OptionError(f"--format {output_format}: expected points or grand-challenge")
+    dev = resolve_device(device)
+    state = load_checkpoint(checkpoint, challenge="midog", models=["retinanet"])
+    model = build_model(state["model"])
+    load_state_dict_checked(model, state["state_dict"], checkpoint)
+    model = model.to(dev).eval()
+    meta = state["meta"]
+    if threshold == "auto":
+        cut = float(meta["threshold"])
+        console.log(f"--threshold auto: {cut:.3f} (best F1 on the validation images)")
+    else:
+        try:
+            cut = float(threshold)
+        except ValueError as err:
+            raise OptionError(f"--threshold {threshold}: expected a number or auto") from err
+    result: dict[str, Any] = {}
+    files = image_files(data, ids)
+    for path in console.track(files, "predict", total=len(files)):
+        with open_slide(path) as reader:
+            points, scores = detect_image(model, reader, int(meta["patch_size"]), dev, batch_size,
+                                          meta["overlap"] if overlap is None else overlap, amp_dtype(dev))
+        keep = scores >= cut
+        if output_format == "points":
+            result[path.name] = [{"x": round(float(x), 1), "y": round(float(y), 1), "score": round(float(s), 4)}
+                                 for (x, y), s in zip(points[keep], scores[keep])]
+        else:
+            result[path.name] = {"type": "Multiple points", "version": {"major": 1, "minor": 0},
+                                 "points": [{"name": "mitotic figure", "point": [float(x), float(y), 0.0],
+                                             "probability": float(s)} for (x, y), s in zip(points[keep], scores[keep])]}
+    write_json(out, result)
+    console.log(f"wrote detections for {len(result)} image(s) to {out}")
+    return result
+
+
+def _points(entry: Any, path: Path, name: str) -> np.ndarray:
+    if isinstance(entry, dict) and "points" in entry:  # grand-challenge "Multiple points"
+        return np.asarray([p["point"][:2] for p in entry["points"]], dtype=float).reshape(-1, 2)
+    try:
+        return np.asarray([[d["x"], d["y"]] for d in entry], dtype=float).reshape(-1, 2)
+    except (TypeError, KeyError) as err:
+        raise DataError(path, f"detections of {name}: expected a list of {{x, y, score}}") from err
+
+
+def evaluate_detections(detections: Path, truth: Path, radius: float = 30.0,
+                        ids: list[int] | None = None) -> dict[str, Any]:
+    """Official F1 summed over the images in ``detections`` (plus ``ids``, whose mitoses count as FN
+    when they have no detections); detections of images unknown to the truth are named and ignored."""
+    import json
+
+    detections = Path(detections)
+    if not detections.is_file():
+        raise DataError(detections, "file not found")
+    try:
+        found = json.loads(detections.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(detections, f"not valid JSON ({err})") from err
+    images = {img.file_name: img for img in annotated_images(load_midog_json(truth))}
+    unknown = sorted(set(found) - set(images))
+    if unknown:
+        console.warn(f"{len(unknown)} image(s) in the detections are not annotated in {Path(truth).name},"
+                     f" ignored: {', '.join(unknown[:5])}")
+    names = [n for n in found if n in images]
+    for i in ids or []:
+        name = f"{i:03d}.tiff"
+        if name not in images:
+            raise DataError(truth, f"--ids {i}: no annotated image {name}")
+        if name not in names:
+            names.append(name)
+    total, by_scanner = Counts(), {}
+    per_image = []
+    for name in names:
+        img = images[name]
+        counts = match_image(img.mitoses, _points(found.get(name, []), detections, name), radius)
+        total += counts
+        by_scanner.setdefault(scanner_of(img.image_id), Counts()).__iadd__(counts)
+        per_image.append({"image": name, **counts.as_dict()})
+    return {**total.as_dict(), "n_images": len(names), "radius": radius,
+            "by_scanner": {k: v.as_dict() for k, v in sorted(by_scanner.items())}, "images": per_image}
+
+
+def read_ids(spec: str | None) -> list[int] | None:
+    """``--ids 1,2,10-12`` or ``--ids @file`` (ids separated by spaces, commas or lines)."""
+    if spec is None:
+        return None
+    from medchallenge.core.parts import parse_case_range
+
+    if spec.startswith("@"):
+        path = Path(spec[1:])
+        if not path.is_file():
+            raise DataError(path, "ids file not found")
+        spec = ",".join(path.read_text().replace(",", " ").split())
+    return parse_case_range(spec)
+
+

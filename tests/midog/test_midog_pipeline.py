@@ -1,0 +1,106 @@
+"""MIDOG sampler, tiling, coordinates, end to end through the CLI, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from medchallenge.cli import app
+from medchallenge.core.errors import DataError
+from medchallenge.core.wsi import open_slide
+from medchallenge.midog.data import MidogImage
+from medchallenge.midog.inference import detect_image, nms_by_distance, tile_positions
+from medchallenge.midog.train import patch_targets, sample_origin
+
+
+def test_sampler_bounds_and_mitosis_share() -> None:
+    img = MidogImage(1, "001.tiff", 1000, 700, mitoses=np.array([[5.0, 5.0], [990.0, 690.0], [500.0, 350.0]]))
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(4000):
+        x, y = sample_origin(img, 128, rng)
+        assert 0 <= x <= 1000 - 128 and 0 <= y <= 700 - 128
+        hits += len(patch_targets(img, x, y, 128, "ignore")["boxes"]) > 0
+    assert 0.5 < hits / 4000 < 0.65  # 50% guided + the uniform patches that happen to hold one
+    empty = MidogImage(2, "002.tiff", 100, 80)
+    assert sample_origin(empty, 128, rng) == (0, 0)  # smaller than a patch: padded, origin 0
+
+
+def test_tiling_covers_every_pixel_deterministically() -> None:
+    for length, patch, overlap in ((1000, 128, 0.1), (128, 128, 0.1), (50, 128, 0.0), (7215, 512, 0.1)):
+        starts = tile_positions(length, patch, overlap)
+        assert starts == tile_positions(length, patch, overlap)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            covered[s : s + patch] = True
+        assert covered.all() and (length <= patch or starts[-1] == length - patch)
+
+
+def test_global_nms_and_local_to_global(tmp_path: Path) -> None:
+    points = np.array([[10.0, 10.0], [20.0, 10.0], [100.0, 100.0]])
+    assert nms_by_distance(points, np.array([0.5, 0.9, 0.3])).tolist() == [1, 2]
+
+    class Fixed(torch.nn.Module):  # one box at patch coords (40..60, 30..50) in every patch
+        def forward(self, images):  # noqa: ANN001
+            return [{"boxes": torch.tensor([[40.0, 30.0, 60.0, 50.0]]), "scores": torch.tensor([0.9]),
+                     "labels": torch.tensor([1])} for _ in images]
+
+    import tifffile
+
+    path = tmp_path / "coords.tiff"
+    tifffile.imwrite(path, np.zeros((200, 300, 3), np.uint8), tile=(64, 64))
+    with open_slide(path) as reader:
+        pts, _ = detect_image(Fixed(), reader, 128, torch.device("cpu"), overlap=0.0)
+    starts_x, starts_y = tile_positions(300, 128, 0.0), tile_positions(200, 128, 0.0)
+    expected = {(x + 50.0, y + 40.0) for x in starts_x for y in starts_y}
+    assert {tuple(p) for p in pts} <= expected and len(pts) >= 4
+
+
+def _ok(args: list[str]) -> str:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{args}: {result.output}"
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _ok(["midog", "sample", "--out", str(data), "--n-images", "12", "--width", "512", "--height", "384"])
+    _ok(["midog", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--backbone", "resnet18",
+         "--no-pretrained", "--patch-size", "96", "--patches-per-image", "12", "--batch-size", "8", "--epochs", "4",
+         "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--val-fraction", "0.25"])
+    test_ids = [img["id"] for img in json.loads((data / "answers" / "MIDOG.json").read_text())["images"]]
+    ids = ",".join(map(str, test_ids))
+    _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids", ids,
+         "--threshold", "auto", "--out", str(tmp_path / "det.json"), "--device", "cpu"])
+    metrics = json.loads(_ok(["midog", "evaluate", "--detections", str(tmp_path / "det.json"), "--truth",
+                              str(data / "answers" / "MIDOG.json"), "--json"]))
+    assert set(metrics) >= {"tp", "fp", "fn", "precision", "recall", "f1", "by_scanner"}
+    assert metrics["f1"] > 0.1, metrics
+    _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids",
+         str(test_ids[0]), "--format", "grand-challenge", "--out", str(tmp_path / "gc.json"), "--device", "cpu"])
+    assert json.loads((tmp_path / "gc.json").read_text())[f"{test_ids[0]:03d}.tiff"]["type"] == "Multiple points"
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    _ok(["midog", "sample", "--out", str(data), "--n-images", "4", "--width", "128", "--height", "96"])
+    (data / "001.tiff").unlink()
+    result = CliRunner().invoke(app, ["midog", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+                                      "--backbone", "resnet18", "--no-pretrained"])
+    assert result.exit_code == 2 and "001.tiff" in result.output and "missing" in result.output
+    (data / "001.tiff").write_bytes(b"II*\x00garbage")
+    with pytest.raises(DataError):
+        open_slide(data / "001.tiff").read_region(0, 0, 0, 10, 10)
+    det = tmp_path / "det.json"
+    det.write_text(json.dumps({"999.tiff": [{"x": 1, "y": 1, "score": 0.9}]}))
+    result = CliRunner().invoke(app, ["midog", "evaluate", "--detections", str(det), "--truth", str(data / "MIDOG.json"),
+                                      "--json"])
+    assert result.exit_code == 0 and json.loads(result.stdout)["n_images"] == 0
+    result = CliRunner().invoke(app, ["midog", "train", "--data", str(data), "--backbone", "resnet18", "--pretrained"])
+    assert result.exit_code == 2 and "--no-pretrained" in result.output
