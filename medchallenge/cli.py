@@ -16,6 +16,7 @@ CHALLENGES: dict[str, str] = {
     "panda": "PANDA prostate ISUP grading from whole-slide images (quadratic weighted kappa).",
     "kits": "KiTS19 kidney and kidney-tumour CT segmentation (kidney and tumour Dice).",
     "brats": "BraTS brain-tumour segmentation, TwoPathCNN / InputCascadeCNN (Dice of WT, TC, ET).",
+    "lits": "LiTS liver-tumour CT segmentation by transfer from brats (liver and tumour Dice).",
     "midog": "MIDOG 2021 mitosis detection with RetinaNet (F1 of 30 px matching).",
     "lympho": "Lymphocytosis diagnosis by multi-instance learning with clinical data (balanced accuracy).",
 }

@@ -10,7 +10,9 @@ CTs give (slices, rows, cols).
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from medchallenge.core.errors import DataError
-from medchallenge.core.io import atomic_path
 
 
 @dataclass
@@ -215,12 +216,12 @@ def write_volume(path: str | Path, array: np.ndarray, geometry: Geometry, compre
         raise ValueError(f"array of ITK size {image.GetSize()} does not match geometry size {geometry.size}")
     geometry.apply(image)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        # SimpleITK picks the writer from the extension: keep the real one on the temp file.
-        real = tmp.with_name(tmp.name + "".join(path.suffixes))
-        try:
-            sitk.WriteImage(image, str(real), useCompression=compress)
-            real.replace(tmp)
-        finally:
-            if real.exists():
-                real.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # SimpleITK picks the writer from the extension: the temporary file keeps the real one
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial{''.join(path.suffixes[-2:])}")
+    try:
+        sitk.WriteImage(image, str(tmp), useCompression=compress)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
