@@ -6,7 +6,9 @@ given as ``--data`` may be the kits19 repository (holding ``data/``) or the ``da
 
 from __future__ import annotations
 
+import gzip
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,14 +86,54 @@ def check_labels(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.uint8, copy=False)
 
 
+def count_nan_voxels(path: Path, chunk: int = 1 << 24) -> int:
+    """NaN voxels stored in a floating-point NIfTI file (0 for integer files, which cannot hold NaN).
+
+    SimpleITK's NIfTI reader silently turns stored NaN into 0, so the voxels are counted from the
+    file's own bytes, streamed in chunks (no copy of the volume).
+    """
+    name = path.name.lower()
+    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+        return 0
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            header = handle.read(540)
+            endian = "<" if struct.unpack("<i", header[:4])[0] in (348, 540) else ">"
+            if struct.unpack(endian + "i", header[:4])[0] == 540:  # NIfTI-2
+                datatype = struct.unpack(endian + "h", header[12:14])[0]
+                offset = struct.unpack(endian + "q", header[168:176])[0]
+            else:
+                datatype = struct.unpack(endian + "h", header[70:72])[0]
+                offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            dtype = {16: "f4", 64: "f8"}.get(datatype)
+            if dtype is None:
+                return 0
+            dtype = np.dtype(endian + dtype)
+            handle.seek(max(offset, 348))
+            count = 0
+            rest = b""
+            while block := handle.read(chunk):
+                block = rest + block
+                usable = len(block) - len(block) % dtype.itemsize
+                count += int(np.isnan(np.frombuffer(block[:usable], dtype)).sum())
+                rest = block[usable:]
+            return count
+    except (OSError, EOFError, struct.error) as err:
+        raise DataError(path, f"truncated or corrupt file ({type(err).__name__})") from err
+
+
 def read_case(case: Case, with_labels: bool = True) -> tuple[Volume, np.ndarray | None]:
     """Imaging (HU, float32) and labels (uint8, same numpy layout), geometry checked.
 
     Raises:
-        DataError: unreadable files, not 3-D, NaN voxels, image and segmentation on different
+        DataError: unreadable files, not 3-D, NaN voxels (counted from the file's bytes: SimpleITK
+            reads them as 0), image and segmentation on different
             grids, labels outside {0, 1, 2}.
     """
     image = read_volume(case.imaging, dtype=np.float32)
+    if n_nan := count_nan_voxels(case.imaging):
+        raise DataError(case.imaging, f"{n_nan} NaN voxel(s) ({case.case_id})")
     labels = None
     if with_labels and case.segmentation is not None:
         geometry = read_geometry(case.segmentation)

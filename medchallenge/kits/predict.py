@@ -8,7 +8,6 @@ slices are padded to a multiple of 2**depth with the normalised value of air and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
 from medchallenge.core.unet import UNet2d, pad_to_multiple
 from medchallenge.kits.data import find_cases, read_case
+from medchallenge.kits.models import MODELS, build_model
 from medchallenge.kits.slices import Normalisation
 
 
@@ -38,14 +38,9 @@ def segment_stack(model: torch.nn.Module, stack: np.ndarray, device: torch.devic
     return out
 
 
-def build_model(spec: dict[str, Any]) -> UNet2d:
-    """The U-Net a checkpoint describes."""
-    return UNet2d(**spec["kwargs"])
-
-
 def load_model(checkpoint: Path, device: torch.device) -> tuple[UNet2d, Normalisation]:
     """Model (eval mode, on ``device``) and normalisation of a KiTS checkpoint."""
-    state = load_checkpoint(checkpoint, challenge="kits", models=["unet"])
+    state = load_checkpoint(checkpoint, challenge="kits", models=list(MODELS))
     model = build_model(state["model"])
     load_state_dict_checked(model, state["state_dict"], checkpoint)
     norm = Normalisation(**state["meta"]["normalisation"])

@@ -24,8 +24,8 @@ from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.losses import dice_ce_loss
 from medchallenge.core.splits import grouped_split
-from medchallenge.core.unet import UNet2d
 from medchallenge.kits.metrics import score_case, summarise
+from medchallenge.kits.models import build_model, unet_spec
 from medchallenge.kits.predict import segment_stack
 from medchallenge.kits.slices import load_meta
 
@@ -115,13 +115,11 @@ class KitsTrainer(Trainer):
                     f" {len(self.val_cases)} validation case(s): {', '.join(self.val_cases)}")
 
     def build_model(self) -> nn.Module:
-        o = self.options
-        return UNet2d(1, 3, depth=o.depth, width=o.width, batch_norm=o.batch_norm, dropout=o.dropout)
+        return build_model(self.model_spec())
 
     def model_spec(self) -> dict[str, Any]:
         o = self.options
-        return {"name": "unet", "kwargs": {"in_channels": 1, "num_classes": 3, "depth": o.depth, "width": o.width,
-                                           "batch_norm": o.batch_norm, "dropout": o.dropout}}
+        return unet_spec(o.depth, o.width, o.batch_norm, o.dropout)
 
     def checkpoint_meta(self) -> dict[str, Any]:
         n = self.norm

@@ -1,0 +1,91 @@
+"""KiTS layout, synthetic header conventions, real labels with 1↔2 swapped, and bad volumes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from typer.testing import CliRunner
+
+from medchallenge.cli import app
+from medchallenge.core.checkpoint import save_checkpoint
+from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.nifti import Geometry, read_geometry, read_volume, write_volume
+from medchallenge.kits.data import find_cases, read_case
+from medchallenge.kits.metrics import score_case
+from medchallenge.kits.models import build_model, unet_spec
+from medchallenge.kits.sample import KITS_DIRECTION, write_sample_dataset
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("kits-sample")
+    write_sample_dataset(root, n_cases=4, size=32, seed=1)
+    return root
+
+
+def test_real_labels_with_kidney_and_tumour_swapped(realdata: Path) -> None:
+    truth = read_volume(realdata / "kits19" / "case_00061_segmentation.nii.gz").array
+    swapped = truth.copy()
+    swapped[truth == 1], swapped[truth == 2] = 2, 1
+    score = score_case("case_00061", swapped, truth)
+    assert score.kidney_dice == 1.0
+    # tumour region of the swap = the real kidney (124,943 voxels), no overlap with the real tumour
+    assert score.tumor_dice == 0.0
+
+
+def test_sample_follows_kits_conventions(sample: Path) -> None:
+    cases = find_cases(sample)
+    assert [c.case_id for c in cases] == ["case_00000", "case_00001", "case_00002", "case_00210"]
+    assert cases[-1].segmentation is None and (sample / "answers" / "case_00210" / "segmentation.nii.gz").is_file()
+    assert not (sample / "answers" / "case_00210" / "imaging.nii.gz").exists()
+    reader = sitk.ImageFileReader()
+    pixel_types = []
+    for case in cases[:3]:
+        geometry = read_geometry(case.imaging)
+        assert geometry.direction == pytest.approx(KITS_DIRECTION) and geometry.axial_axis == 2
+        assert geometry.size[1:] == (32, 32)  # axial axis first in ITK order, like case_00000
+        reader.SetFileName(str(case.segmentation))
+        reader.ReadImageInformation()
+        pixel_types.append(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+        image, labels = read_case(case)
+        assert image.array.shape == labels.shape and labels.dtype == np.uint8 and labels.max() == 2
+    assert sorted(pixel_types) == ["16-bit unsigned integer", "8-bit unsigned integer", "8-bit unsigned integer"]
+
+
+def _case_with(tmp_path: Path, imaging: np.ndarray, geometry: Geometry) -> Path:
+    write_volume(tmp_path / "data" / "case_00000" / "imaging.nii.gz", imaging, geometry)
+    return tmp_path
+
+
+def test_nan_voxels_are_an_error_naming_the_file(tmp_path: Path) -> None:
+    hu = np.zeros((8, 8, 4), np.float32)
+    hu[1, 2, 3] = np.nan
+    root = _case_with(tmp_path, hu, Geometry((4, 8, 8), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), KITS_DIRECTION))
+    with pytest.raises(DataError, match="NaN") as err:
+        read_case(find_cases(root)[0])
+    assert "imaging.nii.gz" in str(err.value)
+
+
+def test_2d_image_is_an_error(tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "case_00000"
+    folder.mkdir(parents=True)
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((8, 8), np.int16)), str(folder / "imaging.nii.gz"))
+    with pytest.raises(DataError, match="2-D"):
+        read_case(find_cases(tmp_path)[0])
+
+
+def test_models_and_foreign_checkpoints(sample: Path, tmp_path: Path) -> None:
+    net = build_model(unet_spec(depth=2, width=4))
+    assert net(torch.zeros(1, 1, 16, 20)).shape == (1, 3, 16, 20)
+    with pytest.raises(OptionError, match="unknown KiTS model"):
+        build_model({"name": "resnet", "kwargs": {}})
+    save_checkpoint(tmp_path / "brats.pt", {"challenge": "brats", "model": unet_spec(2, 4),
+                                             "state_dict": net.state_dict(), "meta": {}})
+    result = CliRunner().invoke(app, ["kits", "predict", "--checkpoint", str(tmp_path / "brats.pt"), "--data",
+                                      str(sample), "--out", str(tmp_path / "pred"), "--device", "cpu"])
+    assert result.exit_code == 2 and "brats" in result.output
+    assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())
