@@ -123,15 +123,16 @@ def count_nan_voxels(path: Path, chunk: int = 1 << 24) -> int:
         raise DataError(path, f"truncated or corrupt file ({type(err).__name__})") from err
 
 
-def read_case(case: Case, with_labels: bool = True) -> tuple[Volume, np.ndarray | None]:
-    """Imaging (HU, float32) and labels (uint8, same numpy layout), geometry checked.
+def read_case(case: Case, with_labels: bool = True, as_float: bool = True) -> tuple[Volume, np.ndarray | None]:
+    """Imaging (HU, float32; as stored, e.g. int16, with ``as_float=False``) and labels (uint8, same
+    numpy layout), geometry checked.
 
     Raises:
         DataError: unreadable files, not 3-D, NaN voxels (counted from the file's bytes: SimpleITK
             reads them as 0), image and segmentation on different
             grids, labels outside {0, 1, 2}.
     """
-    image = read_volume(case.imaging, dtype=np.float32)
+    image = read_volume(case.imaging, dtype=np.float32 if as_float else None)
     if n_nan := count_nan_voxels(case.imaging):
         raise DataError(case.imaging, f"{n_nan} NaN voxel(s) ({case.case_id})")
     labels = None

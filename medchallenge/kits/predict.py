@@ -1,12 +1,14 @@
 """Whole-volume prediction: axial slices in batches through the U-Net, NIfTI on the input grid.
 
-Memory is bounded by one batch of slice probabilities plus the uint8 label volume: logits are
-reduced to labels batch by batch, never kept for the whole volume. Any in-plane size works:
+Memory is bounded by the volume as stored (int16 HU), one batch of slice probabilities and the
+uint8 label volume: slices are normalised and logits reduced to labels batch by batch, never
+kept for the whole volume. Any in-plane size works:
 slices are padded to a multiple of 2**depth with the normalised value of air and cropped back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +27,16 @@ from medchallenge.kits.slices import Normalisation
 
 @torch.no_grad()
 def segment_stack(model: torch.nn.Module, stack: np.ndarray, device: torch.device, batch_size: int = 8,
-                  pad_value: float = 0.0, dtype: torch.dtype | None = None) -> np.ndarray:
-    """Labels (uint8, S×H×W) of a normalised axial stack (S×H×W float)."""
+                  pad_value: float = 0.0, dtype: torch.dtype | None = None,
+                  transform: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+    """Labels (uint8, S×H×W) of an axial stack (S×H×W), normalised or normalised batch by batch
+    with ``transform`` (so a raw int16 volume never needs a float copy)."""
     multiple = 2 ** getattr(model, "depth", 4)
     out = np.empty(stack.shape, dtype=np.uint8)
     for start in range(0, stack.shape[0], batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(stack[start : start + batch_size], dtype=np.float32))
+        chunk = stack[start : start + batch_size]
+        chunk = transform(chunk) if transform is not None else chunk
+        batch = torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
         x, (rows, cols) = pad_to_multiple(batch[:, None].to(device, non_blocking=True), multiple, pad_value)
         with autocast(device, dtype):
             logits = model(x)
@@ -59,8 +65,8 @@ def predict_cases(checkpoint: Path, data: Path, out: Path, cases: list[int] | No
         target = Path(out) / f"prediction_{case.number:05d}.nii.gz"
         if target.exists() and not overwrite:
             continue
-        image, _ = read_case(case, with_labels=False)
-        labels = segment_stack(model, norm(image.axial_first()), dev, batch_size, norm.background, dtype)
+        image, _ = read_case(case, with_labels=False, as_float=False)  # HU as stored; normalised per batch
+        labels = segment_stack(model, image.axial_first(), dev, batch_size, norm.background, dtype, transform=norm)
         write_volume(target, image.from_axial_first(labels), image.geometry)
         written.append(target)
     console.log(f"wrote {len(written)} prediction(s) to {out} ({len(todo) - len(written)} already there)")
