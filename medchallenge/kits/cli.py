@@ -153,11 +153,12 @@ def evaluate(
     cases: CasesOpt = None,
     out: OutOpt = None,
     plots: Annotated[bool, typer.Option("--plots", help="Overlays of the slices with the most tumour.")] = False,
+    data: Annotated[Path, typer.Option("--data", help="KiTS folder whose imaging the --plots overlays show.")] = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Kidney Dice (label>0), tumour Dice (label>1), their mean and pixel accuracy per case and on average.
 
-    Example: medchallenge kits evaluate --predictions predictions --truth answers --json
+    Example: medchallenge kits evaluate --predictions predictions --truth answers --json --plots
     """
     from medchallenge.core.console import out_console
     from medchallenge.core.parts import parse_case_range
@@ -167,7 +168,7 @@ def evaluate(
     out = out or predictions / "evaluation"
     write_report(out, summary, scores)
     if plots:
-        plot_overlays(predictions, truth, scores, out)
+        plot_overlays(predictions, truth, scores, out, data=data)
     if as_json:
         typer.echo(json.dumps(summary))
         return

@@ -72,8 +72,13 @@ def write_report(out: Path, summary: dict, scores: list[CaseScore]) -> None:
                                                for s in scores]))
 
 
-def plot_overlays(predictions: Path, truth: Path, scores: list[CaseScore], out: Path, n_cases: int = 4) -> None:
-    """Axial overlays (kidney red, tumour blue) of each case's slice with the most tumour: truth | prediction."""
+def plot_overlays(predictions: Path, truth: Path, scores: list[CaseScore], out: Path, n_cases: int = 4,
+                  data: Path | None = None) -> None:
+    """Axial overlays (kidney red, tumour blue) of each case's slice with the most tumour: truth | prediction.
+
+    The CT under the labels is ``imaging.nii.gz`` beside the truth file or in ``data``'s case folder
+    (black when neither exists).
+    """
     from medchallenge.core.plots import overlay_labels, save_image_grid
 
     files = truth_files(truth)
@@ -86,8 +91,15 @@ def plot_overlays(predictions: Path, truth: Path, scores: list[CaseScore], out: 
         pred_file = Path(predictions) / f"prediction_{number:05d}.nii.gz"
         pred = read_volume(pred_file).axial_first() if pred_file.is_file() else np.zeros_like(gt)
         k = int(np.argmax((gt == 2).sum(axis=(1, 2)) + 1e-3 * (gt > 0).sum(axis=(1, 2))))
-        imaging = files[number].parent / "imaging.nii.gz"
-        base = read_volume(imaging).axial_first()[k].clip(-200, 300) if imaging.is_file() else np.zeros(gt[k].shape)
+        candidates = [files[number].parent / "imaging.nii.gz"]
+        if data is not None:
+            candidates.append(data_root(data) / score.case / "imaging.nii.gz")
+        imaging = next((c for c in candidates if c.is_file()), None)
+        base = np.zeros(gt[k].shape, np.float32)
+        if imaging is not None:
+            ct = read_volume(imaging)
+            if ct.array.shape == gt_vol.array.shape:
+                base = ct.axial_first()[k].clip(-200, 300).astype(np.float32)
         images += [overlay_labels(base, gt[k], colours), overlay_labels(base, pred[k], colours)]
         titles += [f"{score.case} slice {k}: truth", f"prediction (kidney {score.kidney_dice:.2f},"
                                                      f" tumour {score.tumor_dice:.2f})"]

@@ -37,7 +37,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_held_out_dice_beats_background(run: Path) -> None:
     out = _ok(["kits", "evaluate", "--predictions", str(run / "pred"), "--truth", str(run / "answers"), "--json",
-               "--plots"])
+               "--plots", "--data", str(run)])
     metrics = json.loads(out)
     assert metrics["n"] == 3 and [c["case"] for c in metrics["cases"]] == ["case_00210", "case_00211", "case_00212"]
     assert metrics["kidney_dice"] > 0.5, metrics  # all background scores 0
