@@ -89,3 +89,47 @@ def test_models_and_foreign_checkpoints(sample: Path, tmp_path: Path) -> None:
                                       str(sample), "--out", str(tmp_path / "pred"), "--device", "cpu"])
     assert result.exit_code == 2 and "brats" in result.output
     assert not (tmp_path / "pred").exists() or not any((tmp_path / "pred").iterdir())
+
+
+def test_evaluate_flat_truth_folder_and_shape_mismatch(realdata: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    real = realdata / "kits19" / "case_00061_segmentation.nii.gz"
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "pred").mkdir()
+    shutil.copy(real, tmp_path / "truth" / "segmentation_00061.nii.gz")
+    shutil.copy(real, tmp_path / "pred" / "prediction_00061.nii.gz")
+    result = CliRunner().invoke(app, ["kits", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
+                                      str(tmp_path / "truth"), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert (metrics["kidney_dice"], metrics["tumor_dice"], metrics["composite_dice"]) == (1.0, 1.0, 1.0)
+    assert metrics["cases"][0]["case"] == "case_00061"
+    assert metrics["cases"][0]["truth_voxels"] == {"0": 7_453_957, "1": 124_943, "2": 23_276}
+    small = np.zeros((4, 4, 4), np.uint8)
+    write_volume(tmp_path / "pred" / "prediction_00061.nii.gz", small,
+                 Geometry((4, 4, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), KITS_DIRECTION))
+    result = CliRunner().invoke(app, ["kits", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
+                                      str(tmp_path / "truth"), "--json"])
+    assert result.exit_code == 2 and "differs from the ground truth" in result.output
+
+
+def test_tile_is_resumable_and_indexes_foreground(sample: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    out = tmp_path / "slices"
+    args = ["kits", "tile", "--data", str(sample), "--out", str(out)]
+    assert CliRunner().invoke(app, [*args, "--part", "1/2"]).exit_code == 0
+    assert len(list((out / "images").glob("*.npy"))) == 2
+    assert CliRunner().invoke(app, args).exit_code == 0
+    index = pd.read_csv(out / "index.csv")
+    assert sorted(index["case"].unique()) == ["case_00000", "case_00001", "case_00002"]  # test case: no labels
+    assert index["has_kidney"].any() and (~index["has_kidney"]).any() and index["has_tumor"].any()
+    stamp = (out / "images" / "case_00000.npy").stat().st_mtime_ns
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / "images" / "case_00000.npy").stat().st_mtime_ns == stamp
+    images = np.load(out / "images" / "case_00000.npy")
+    assert images.dtype == np.float16 and images.min() == pytest.approx((-79 - 101) / 76.9, abs=1e-2)
+    result = CliRunner().invoke(app, [*args, "--window", "-100,200"])
+    assert result.exit_code == 2 and "normalised with" in result.output
