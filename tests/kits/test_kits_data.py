@@ -133,3 +133,20 @@ def test_tile_is_resumable_and_indexes_foreground(sample: Path, tmp_path: Path) 
     assert images.dtype == np.float16 and images.min() == pytest.approx((-79 - 101) / 76.9, abs=1e-2)
     result = CliRunner().invoke(app, [*args, "--window", "-100,200"])
     assert result.exit_code == 2 and "normalised with" in result.output
+
+
+def test_tile_real_labels_on_their_own_grid(realdata: Path, tmp_path: Path) -> None:
+    """case_00061's real labels (slices LAST in numpy order) with a CT on the same grid: 29 axial slices cached."""
+    import shutil
+
+    real = read_volume(realdata / "kits19" / "case_00061_segmentation.nii.gz")
+    folder = tmp_path / "data" / "case_00061"
+    hu = np.where(real.array > 0, 180, -1000).astype(np.int16)
+    write_volume(folder / "imaging.nii.gz", hu, real.geometry)
+    shutil.copy(realdata / "kits19" / "case_00061_segmentation.nii.gz", folder / "segmentation.nii.gz")
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(tmp_path), "--out", str(tmp_path / "slices")])
+    assert result.exit_code == 0, result.output
+    labels = np.load(tmp_path / "slices" / "labels" / "case_00061.npy")
+    assert labels.shape == (29, 512, 512)
+    np.testing.assert_array_equal(labels, np.moveaxis(real.array, 2, 0))
+    assert np.bincount(labels.ravel()).tolist() == [7_453_957, 124_943, 23_276]
