@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # MIDOG 2021 on a few small synthetic images: sample → train → predict → evaluate.
-# (MIDOG trains on patches read lazily from the TIFFs, so there is no tile step.)
+# (tile re-encodes strip TIFFs as tiled ones; the synthetic images are tiled already, so the demo skips it.)
 set -euo pipefail
 OUT="${1:-demo-out}/midog"
 rm -rf "$OUT"

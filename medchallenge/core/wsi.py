@@ -189,10 +189,12 @@ class SlideReader:
         cx0, cy0, cx1, cy1 = max(lx, 0), max(ly, 0), min(lx + width, lw), min(ly + height, lh)
         if cx1 <= cx0 or cy1 <= cy0:
             return out
-        try:
-            array = self._pages[level].asarray()
-        except Exception as err:  # any decode failure is a corrupt file
-            raise DataError(self.path, f"cannot decode TIFF pixels ({type(err).__name__})") from err
+        if self._page_cache is None or self._page_cache[0] != level:  # untiled: decode the page once
+            try:
+                self._page_cache = (level, self._pages[level].asarray())
+            except Exception as err:  # any decode failure is a corrupt file
+                raise DataError(self.path, f"cannot decode TIFF pixels ({type(err).__name__})") from err
+        array = self._page_cache[1]
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
         out[cy0 - ly : cy1 - ly, cx0 - lx : cx1 - lx] = array[cy0:cy1, cx0:cx1, :3]

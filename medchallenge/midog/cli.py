@@ -57,6 +57,24 @@ def sample(
 
 @app.command()
 @report_errors
+def tile(
+    data: DataOpt = Path("."),
+    out: OutOpt = None,
+    tile_size: Annotated[int, typer.Option("--tile-size", min=16, help="TIFF tile size, px.")] = 256,
+    part: Annotated[Optional[str], typer.Option("--part", help="K/N: only part K of N (array jobs).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already tiled.")] = False,
+) -> None:
+    """Re-encode the images as tiled TIFFs (./tiles, with MIDOG.json) so patches decode lazily.
+
+    Example: medchallenge midog tile --data /data/midog --out tiles
+    """
+    from medchallenge.midog.tiling import tile_images
+
+    tile_images(data, out or Path("tiles"), tile_size, part=part, overwrite=overwrite)
+
+
+@app.command()
+@report_errors
 def train(
     data: DataOpt = Path("."),
     annotations: Annotated[Optional[Path], typer.Option("--annotations", help="MIDOG.json (default DATA/MIDOG.json).")] = None,

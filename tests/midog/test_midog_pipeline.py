@@ -87,6 +87,21 @@ def test_end_to_end(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "gc.json").read_text())[f"{test_ids[0]:03d}.tiff"]["type"] == "Multiple points"
 
 
+def test_tile_rewrites_as_tiled_tiff(tmp_path: Path) -> None:
+    import tifffile
+
+    data = tmp_path / "data"
+    data.mkdir()
+    image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
+    tifffile.imwrite(data / "001.tiff", image)  # strips, like the real release
+    (data / "MIDOG.json").write_text("{}")
+    _ok(["midog", "tile", "--data", str(data), "--out", str(tmp_path / "tiles")])
+    with open_slide(tmp_path / "tiles" / "001.tiff") as reader:
+        assert reader._tiled
+        np.testing.assert_array_equal(reader.read_region(10, 20, 0, 64, 32), image[20:52, 10:74])
+    assert (tmp_path / "tiles" / "MIDOG.json").is_file()
+
+
 def test_bad_input(tmp_path: Path) -> None:
     data = tmp_path / "data"
     _ok(["midog", "sample", "--out", str(data), "--n-images", "4", "--width", "128", "--height", "96"])
