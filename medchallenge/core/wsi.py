@@ -35,6 +35,8 @@ class SlideReader:
         self._pages: list = []
         self._tif = None
         self._tiles: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
+        self._tiled = False
+        self._page_cache: tuple[int, np.ndarray] | None = None
         if not self.path.is_file():
             raise DataError(self.path, "slide not found")
         if self.path.suffix.lower() in (".tif", ".tiff") and self._open_tiled_tiff():
