@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ import numpy as np
 from medchallenge.core import console
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path, remove_partials, write_json
+from medchallenge.core.parallel import map_jobs
 from medchallenge.core.parts import select_part
 
 
@@ -82,11 +82,7 @@ def run_cases(out: Path, names: list[str], job: Callable[[str], dict[str, Any]],
     stats = dict(old.get("stats", {}))
     todo = [n for n in select_part(names, part) if overwrite or not (out / "images" / f"{n}.npy").is_file()]
     console.log(f"preprocessing {len(todo)} case(s) into {out}")
-    if workers > 0 and len(todo) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(console.track(pool.map(job, todo), "tile", total=len(todo)))
-    else:
-        results = [job(n) for n in console.track(todo, "tile", total=len(todo))]
+    results = map_jobs(job, todo, workers, "tile")
     for name, result in zip(todo, results):
         stats[name] = result
     meta = {**meta, "stats": stats}

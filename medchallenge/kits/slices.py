@@ -11,7 +11,6 @@ from all finished cases, so ``--part K/N`` jobs can share the folder.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 from medchallenge.core import console
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.parallel import map_jobs
 from medchallenge.core.parts import select_part
 from medchallenge.kits.data import Case, find_cases, read_case
 
@@ -106,12 +106,7 @@ def tile_cases(data: Path, out: Path, cases: list[int] | None = None, window: tu
     jobs = [(c, out, norm) for c in select_part(found, part)
             if overwrite or not (out / "images" / f"{c.case_id}.npy").is_file()]
     console.log(f"caching {len(jobs)} case(s) into {out} (window {window[0]:g},{window[1]:g} HU)")
-    if workers > 0 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(console.track(pool.map(_tile_case, jobs), "tile", total=len(jobs)))
-    else:
-        for job in console.track(jobs, "tile", total=len(jobs)):
-            _tile_case(job)
+    map_jobs(_tile_case, jobs, workers, "tile")
     return rebuild_index(out)
 
 

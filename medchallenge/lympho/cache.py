@@ -9,7 +9,6 @@ BIRTH_YEAR, BIRTH_MONTH. Reruns skip finished patients.
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pandas as pd
 from medchallenge.core import console
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.parallel import map_jobs
 from medchallenge.core.parts import select_part
 from medchallenge.lympho.data import patient_images, read_annotations, warn_unlisted_folders
 
@@ -62,12 +62,7 @@ def build_cache(data: Path, out: Path, crop: int = 112, workers: int = 0, part: 
     jobs = [(files[pid], out / "images" / f"{pid}.npy", crop) for pid in select_part(list(files), part)
             if overwrite or not (out / "images" / f"{pid}.npy").is_file()]
     console.log(f"caching {len(jobs)} patient(s) into {out} (centre crop {crop} px)")
-    if workers > 0 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(console.track(pool.map(_cache_patient, jobs), "tile", total=len(jobs)))
-    else:
-        for job in console.track(jobs, "tile", total=len(jobs)):
-            _cache_patient(job)
+    map_jobs(_cache_patient, jobs, workers, "tile")
     index = frame[["ID", "LABEL", "AGE", "LYMPH_COUNT", "GENDER", "BIRTH_YEAR", "BIRTH_MONTH"]].copy()
     index.insert(2, "n_images", [len(files[pid]) for pid in index["ID"]])
     index = index[[(out / "images" / f"{pid}.npy").is_file() for pid in index["ID"]]]

@@ -26,7 +26,6 @@ Cache layout (one folder per tiling setting)::
 from __future__ import annotations
 
 import json
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ import pandas as pd
 from medchallenge.core import console
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.parallel import map_jobs
 from medchallenge.core.parts import select_part
 from medchallenge.core.wsi import SlideReader, open_slide
 from medchallenge.panda.data import MASK_CLASSES, mask_path, read_test_csv, read_train_csv, slide_path
@@ -376,12 +376,7 @@ def tile_slides(
             downsample = slide.level_downsamples[level] if level < slide.level_count else None
     write_json(meta_file, {**settings, "downsample": downsample, "data": str(data.resolve())})
     console.log(f"tiling {len(jobs)} slide(s) of {split} (level {level}, {n_tiles}×{tile_size} px, mode {mode}) → {out}")
-    results = []
-    if workers > 0 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(console.track(pool.map(_tile_one, jobs), "tile", total=len(jobs)))
-    else:
-        results = [_tile_one(job) for job in console.track(jobs, "tile", total=len(jobs))]
+    results = map_jobs(_tile_one, jobs, workers, "tile")
     white = [r[0] for r in results if r[3]]
     if white:
         console.warn(f"{len(white)} slide(s) with no tissue tile (all white): {', '.join(white[:5])}")
