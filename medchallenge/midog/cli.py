@@ -149,6 +149,8 @@ def evaluate(
     detections: Annotated[Path, typer.Option("--detections", help="Detections JSON from predict.")] = Path("detections.json"),
     radius: Annotated[float, typer.Option("--radius", help="Matching radius, px.")] = 30.0,
     ids: IdsOpt = None,
+    plots: Annotated[bool, typer.Option("--plots", help="Crops with truth and detections drawn (needs --data).")] = False,
+    data: DataOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Official F1 (greedy 30 px matching, TP/FP/FN summed over images), overall and per scanner.
@@ -161,6 +163,10 @@ def evaluate(
 
     result = evaluate_detections(detections, truth, radius, read_ids(ids))
     write_json(detections.parent / "evaluation" / "metrics.json", result)
+    if plots:
+        from medchallenge.midog.predict import plot_crops
+
+        plot_crops(detections, truth, data, detections.parent / "evaluation")
     if as_json:
         typer.echo(json.dumps({k: v for k, v in result.items() if k != "images"}))
         return

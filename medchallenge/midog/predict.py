@@ -133,3 +133,34 @@ def read_ids(spec: str | None) -> list[int] | None:
     return parse_case_range(spec)
 
 
+
+
+def plot_crops(detections: Path, truth: Path, data: Path, out: Path, n: int = 8, size: int = 128) -> Path:
+    """Crops around the first ``n`` ground-truth mitoses of the scored images: truth (green ring),
+    detections (red dot), imposters (yellow ring). Written to ``out/crops.png``."""
+    import json
+
+    from medchallenge.core.plots import save_image_grid
+
+    found = json.loads(Path(detections).read_text())
+    images = {img.file_name: img for img in annotated_images(load_midog_json(truth))}
+    crops, titles = [], []
+    yy, xx = np.mgrid[:size, :size]
+    for name in [n for n in found if n in images]:
+        img = images[name]
+        points = _points(found[name], Path(detections), name)
+        with open_slide(Path(data) / name) as reader:
+            for cx, cy in img.mitoses:
+                if len(crops) >= n:
+                    break
+                x0, y0 = int(cx) - size // 2, int(cy) - size // 2
+                crop = reader.read_region(x0, y0, 0, size, size).copy()
+                for (px, py), colour, ring in [((p[0], p[1]), (0, 200, 0), True) for p in img.mitoses] + \
+                        [((p[0], p[1]), (230, 200, 0), True) for p in img.imposters] + \
+                        [((p[0], p[1]), (230, 0, 0), False) for p in points]:
+                    d = np.hypot(xx - (px - x0), yy - (py - y0))
+                    crop[((d > 22) & (d < 25)) if ring else (d < 4)] = colour
+                crops.append(crop)
+                titles.append(f"{name} ({cx:.0f}, {cy:.0f})")
+    save_image_grid(crops, titles, Path(out) / "crops.png", cols=4)
+    return Path(out) / "crops.png"

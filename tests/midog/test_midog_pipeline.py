@@ -79,7 +79,8 @@ def test_end_to_end(tmp_path: Path) -> None:
     _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids", ids,
          "--threshold", "auto", "--out", str(tmp_path / "det.json"), "--device", "cpu"])
     metrics = json.loads(_ok(["midog", "evaluate", "--detections", str(tmp_path / "det.json"), "--truth",
-                              str(data / "answers" / "MIDOG.json"), "--json"]))
+                              str(data / "answers" / "MIDOG.json"), "--json", "--plots", "--data", str(data)]))
+    assert (tmp_path / "evaluation" / "crops.png").is_file()
     assert set(metrics) >= {"tp", "fp", "fn", "precision", "recall", "f1", "by_scanner"}
     assert metrics["f1"] > 0.1, metrics
     _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids",
