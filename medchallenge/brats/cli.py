@@ -161,15 +161,31 @@ def predict(
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="Folder of <case>/<case>_seg.nii[.gz].")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of <case>.nii.gz.")] = Path("predictions"),
+    ablate: Annotated[Optional[str], typer.Option("--ablate", help="local or global: remove that path at test time and report the drop (needs --checkpoint, --data).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Model for --ablate.")] = None,
+    data: DataOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
     """Dice of whole tumour {1,2,4}, tumour core {1,4} and enhancing tumour {4}, per case and mean.
 
     Example: medchallenge brats evaluate --predictions predictions --truth answers --json
     """
-    from medchallenge.brats.predict import evaluate_brats
+    from medchallenge.brats.predict import ablation_study, evaluate_brats
     from medchallenge.core.console import out_console
+    from medchallenge.core.errors import OptionError
 
+    if ablate is not None:
+        if checkpoint is None:
+            raise OptionError("--ablate needs --checkpoint (and --data with the images)")
+        study = ablation_study(checkpoint, data, truth, ablate)
+        if as_json:
+            typer.echo(json.dumps(study))
+        else:
+            for key in ("wt_dice", "tc_dice", "et_dice"):
+                v = study[key]
+                out_console.print(f"{key}: intact {v['intact']:.4f}, without the {ablate} path {v['ablated']:.4f}"
+                                  f" (drop {v['drop']:.4f})")
+        return
     result = evaluate_brats(predictions, truth)
     if as_json:
         typer.echo(json.dumps(result))

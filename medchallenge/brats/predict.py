@@ -72,3 +72,42 @@ def evaluate_brats(predictions: Path, truth: Path) -> dict[str, Any]:
         rows.append({"case": name, **region_dice(pred, gt)})
     return {**{k: float(np.mean([r[k] for r in rows])) for k in ("wt_dice", "tc_dice", "et_dice")},
             "n": len(rows), "cases": rows}
+
+
+def ablation_study(checkpoint: Path, data: Path, truth: Path, path_name: str, device: str = "auto",
+                   batch_size: int = 8) -> dict[str, Any]:
+    """The report's test-time experiment: a path's output replaced by zeros (its contribution removed;
+    an identity cannot replace it, the shapes differ), against the intact model, on every case of
+    ``data`` that has ground truth in ``truth``. Returns both scores and the drop."""
+    from medchallenge.core.errors import OptionError
+
+    if path_name not in ("local", "global"):
+        raise OptionError(f"--ablate {path_name}: expected local or global")
+    dev = resolve_device(device)
+    model, _ = load_model(checkpoint, "brats", dev, 4)
+    nets = [model.first, model.second] if hasattr(model, "second") else [model]
+    truths = {p.parent.name: p for p in Path(truth).glob("*/*_seg.nii*")}
+    cases = [c for c in find_cases(data) if c.name in truths]
+    if not cases:
+        raise DataError(truth, f"no ground truth for the cases of {data}")
+    scores: dict[str, list[dict[str, float]]] = {"intact": [], "ablated": []}
+    for case in console.track(cases, f"ablate {path_name}", total=len(cases)):
+        images, _, _ = read_case(case, with_labels=False)
+        normalised, _ = normalise_brats(images)
+        gt = np.ascontiguousarray(read_volume(truths[case.name]).axial_first())
+        for mode in ("intact", "ablated"):
+            hooks = []
+            if mode == "ablated":
+                for net in nets:
+                    module = net.local_path if path_name == "local" else net.global_path
+                    hooks.append(module.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out)))
+            pred = segment_slices(model, normalised, dev, batch_size, amp_dtype(dev), [0, 1, 2, 4])
+            for hook in hooks:
+                hook.remove()
+            scores[mode].append(region_dice(pred, gt))
+    result: dict[str, Any] = {"ablate": path_name, "n": len(cases)}
+    for key in ("wt_dice", "tc_dice", "et_dice"):
+        intact = float(np.mean([s[key] for s in scores["intact"]]))
+        ablated = float(np.mean([s[key] for s in scores["ablated"]]))
+        result[key] = {"intact": intact, "ablated": ablated, "drop": intact - ablated}
+    return result

@@ -40,6 +40,9 @@ def test_brats_held_out(brats: Path) -> None:
                               str(brats / "answers"), "--json"]))
     assert metrics["n"] == 3 and {"case", "wt_dice", "tc_dice", "et_dice"} <= set(metrics["cases"][0])
     assert metrics["wt_dice"] > 0.5, metrics  # all background scores 0 on every case with a tumour
+    study = json.loads(_ok(["brats", "evaluate", "--truth", str(brats / "answers"), "--ablate", "global",
+                            "--checkpoint", str(brats / "p2" / "best.pt"), "--data", str(brats), "--json"]))
+    assert study["n"] == 3 and study["wt_dice"]["intact"] == pytest.approx(metrics["wt_dice"])
     name = metrics["cases"][0]["case"]
     assert read_geometry(brats / "pred" / f"{name}.nii.gz").same_grid(
         read_geometry(brats / name / f"{name}_flair.nii.gz"))
