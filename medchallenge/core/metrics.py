@@ -73,3 +73,15 @@ def dice_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
     pred = np.asarray(pred, dtype=bool)
     truth = np.asarray(truth, dtype=bool)
     return int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred)), int(np.count_nonzero(truth))
+
+
+def dice_per_class(matrix: np.ndarray) -> np.ndarray:
+    """Per-class Dice ``2·TP / (|truth| + |pred|)`` from a K×K confusion matrix (rows truth).
+
+    A class absent from both truth and prediction gets NaN (nothing to score), not 1 or 0.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    tp = np.diag(matrix)
+    denom = matrix.sum(axis=1) + matrix.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)

@@ -46,11 +46,29 @@ def report_errors(fn: F) -> F:
             sys.stderr.write(f"error: {err}\n")
             sys.stderr.flush()
             raise typer.Exit(err.exit_code) from None
+        except RuntimeError as err:  # our error raised inside a DataLoader worker arrives wrapped
+            line = _worker_error(str(err))
+            if line is None:
+                raise
+            sys.stderr.write(f"error: {line}\n")
+            sys.stderr.flush()
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             sys.stderr.write("interrupted: finished work is kept; rerun (with --resume for train) to continue\n")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _worker_error(message: str) -> str | None:
+    """The ``path: problem`` of a medchallenge error re-raised by a DataLoader worker, else None."""
+    if "in DataLoader worker process" not in message:
+        return None
+    for name in ("DataError", "OptionError", "TrainingError", "MedchallengeError"):
+        marker = f"medchallenge.core.errors.{name}: "
+        if marker in message:
+            return message.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return None
 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset folder in the challenge's real layout.")]

@@ -83,3 +83,67 @@ def evaluate_submission(predictions: str | Path, truth: str | Path) -> dict[str,
             result["accuracy_by_provider"][str(provider)] = float(np.mean(t == p))
             result["n_by_provider"][str(provider)] = int(len(group))
     return result
+
+
+def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
+    """Score a mask folder (``panda predict`` with a U-Net) against a tile cache's true mask tiles.
+
+    Pixels of filler tiles (white padding outside the slide) are left out. Scores per provider,
+    in the folder's label scheme, from pixel counts summed over all slides: per-class Dice
+    ``2·TP / (|truth| + |pred|)`` (NaN for a class in neither), the mean over foreground classes,
+    tumour Dice (Radboud's Gleason 3–5 merged, else label 2) and pixel accuracy. With the unified
+    scheme, ``all`` pools both providers. Slides without true masks are skipped and counted.
+
+    Raises:
+        DataError: a slide of the folder missing from the cache, a mask tile of another size.
+    """
+    from medchallenge.core.metrics import dice_per_class
+    from medchallenge.panda.segment import MaskFolder, class_names, n_classes, to_scheme, tumour_labels
+    from medchallenge.panda.tiles import TileCache
+
+    folder, cache = MaskFolder(masks), TileCache(truth)
+    scheme = folder.scheme
+    absent = sorted(folder.ids() - set(cache.index["image_id"]))
+    if absent:
+        raise DataError(Path(masks), f"{len(absent)} slide(s) not in the truth tile cache {truth}, e.g. {absent[0]}")
+    with_truth = set(cache.with_masks())
+    counts: dict[str, np.ndarray] = {}
+    n_slides: dict[str, int] = {}
+    skipped = 0
+    for image_id, provider in zip(folder.index["image_id"], folder.index["data_provider"]):
+        if image_id not in with_truth:
+            skipped += 1
+            continue
+        slide = cache.load(image_id)
+        pred = folder.load(image_id, slide.tiles.shape[:3])[~slide.fill]
+        true = to_scheme(slide.masks, provider, scheme)[~slide.fill]  # type: ignore[arg-type]
+        k = n_classes(scheme, provider)
+        if pred.size and int(pred.max()) >= k:
+            raise DataError(folder.file(image_id), f"label {int(pred.max())} outside the {scheme} scheme's 0–{k - 1}")
+        matrix = np.bincount(true.astype(np.int64).ravel() * k + pred.ravel(), minlength=k * k).reshape(k, k)
+        counts[provider] = counts.get(provider, 0) + matrix
+        n_slides[provider] = n_slides.get(provider, 0) + 1
+    if not counts:
+        raise DataError(Path(truth), "no slide of the mask folder has true mask tiles in this cache")
+
+    def scores(matrix: np.ndarray, provider: str, n: int) -> dict[str, Any]:
+        dice = dice_per_class(matrix)
+        tumour = list(tumour_labels(scheme, provider))
+        rest = [c for c in range(len(matrix)) if c not in tumour]
+        merged = np.array([[matrix[np.ix_(t, p)].sum() for p in (tumour, rest)] for t in (tumour, rest)])
+        nan = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
+        return {
+            "n_slides": n,
+            "pixels": int(matrix.sum()),
+            "pixel_accuracy": float(np.trace(matrix) / max(1, matrix.sum())),
+            "dice": {name: nan(d) for name, d in zip(class_names(scheme, provider), dice)},
+            "mean_dice": nan(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else None,
+            "tumour_dice": nan(dice_per_class(merged)[0]),
+            "tumour_pixels": int(matrix[tumour].sum()),
+        }
+
+    result: dict[str, Any] = {"scheme": scheme, "n_skipped_without_truth": skipped,
+                              "providers": {p: scores(m, p, n_slides[p]) for p, m in sorted(counts.items())}}
+    if scheme == "unified" and len(counts) > 1:
+        result["all"] = scores(sum(counts.values()), "unified", sum(n_slides.values()))  # type: ignore[arg-type]
+    return result

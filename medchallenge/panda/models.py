@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medchallenge.core.backbones import create_classifier
+from medchallenge.core.backbones import create_classifier, enable_gradient_checkpointing
 from medchallenge.core.errors import OptionError
 from medchallenge.panda import encoding as enc
 
@@ -55,7 +55,12 @@ def strip(x: torch.Tensor) -> torch.Tensor:
 
 
 class PandaClassifier(nn.Module):
-    """A backbone from ``core.backbones`` over the laid-out tiles; outputs per ``encoding``."""
+    """A backbone from ``core.backbones`` over the laid-out tiles; outputs per ``encoding``.
+
+    ``in_channels=4`` is the mask-guided classifier (the report's "EfficientUnet"): the first
+    convolution keeps its pretrained RGB filters and gains a mask filter initialised to their
+    mean. ``grad_checkpoint`` recomputes block activations in the backward pass (less memory).
+    """
 
     def __init__(
         self,
@@ -66,6 +71,7 @@ class PandaClassifier(nn.Module):
         pretrained: bool = False,
         weights: str | Path | None = None,
         mask_scale: float | None = None,
+        grad_checkpoint: bool = False,
     ) -> None:
         super().__init__()
         enc.check_encoding(encoding)
@@ -77,6 +83,8 @@ class PandaClassifier(nn.Module):
         self.backbone = create_classifier(
             arch, enc.n_outputs(encoding), in_channels=in_channels, pretrained=pretrained, weights=weights
         )
+        if grad_checkpoint:
+            enable_gradient_checkpointing(self.backbone, arch)
 
     def forward(self, tiles: torch.Tensor) -> torch.Tensor:
         """B×N×C×T×T uint8 tiles → logits B×K (B×N×6 for ``tile-vote``)."""

@@ -24,6 +24,7 @@ from medchallenge.core.io import write_csv
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.data import read_test_csv, slide_path
 from medchallenge.panda.models import PandaClassifier, build_model
+from medchallenge.panda.segment import MaskModels
 from medchallenge.panda.tiles import TileCache, tile_slide
 
 
@@ -78,13 +79,18 @@ def predict_submission(
     batch_size: int = 2,
     workers: int = 0,
     skip_missing: bool = False,
+    mask_models: list[Path] | None = None,
 ) -> pd.DataFrame:
     """Predict every ``data/test.csv`` slide and write ``out`` (``image_id,isup_grade``).
+
+    A mask-guided (4-channel) classifier needs ``mask_models``: U-Net checkpoints of its label
+    scheme covering the test slides' providers; their masks form the 4th channel.
 
     Raises:
         DataError: missing test.csv or slide (unless ``skip_missing``: grade 0 and a warning),
             a corrupt slide, a checkpoint of another challenge or model, a cache missing test ids.
-        OptionError: ``--tta`` with ``--tiles``, or a cache tiled unlike the training tiles.
+        OptionError: ``--tta`` with ``--tiles``, or a cache tiled unlike the training tiles;
+            a 4-channel classifier without ``--mask-model`` or ``--mask-model`` with a 3-channel one.
     """
     dev = resolve_device(device)
     model, state = load_classifier(checkpoint, dev)
@@ -92,6 +98,17 @@ def predict_submission(
     tiling = dict(state["meta"]["tiling"])
     test = read_test_csv(Path(data) / "test.csv")
     ids = test["image_id"].tolist()
+    masker = None
+    mask_meta = state["meta"].get("mask")
+    if mask_meta:
+        if not mask_models:
+            raise OptionError(f"{checkpoint} is a mask-guided classifier ({mask_meta['scheme']} masks): give the"
+                              " U-Net(s) that make its mask channel with --mask-model UNET_RUN/best.pt")
+        masker = MaskModels(mask_models, mask_meta["scheme"], dev, source=str(checkpoint))
+        masker.check_covers(test["data_provider"].unique())
+    elif mask_models:
+        raise OptionError(f"--mask-model: {checkpoint} is an RGB classifier (3 channels), it takes no mask")
+    providers = test["data_provider"].tolist()
     cache = None
     if tiles is not None:
         if tta:
@@ -121,6 +138,10 @@ def predict_submission(
         for views, index, present in console.track(loader, "predict", total=len(loader)):
             b, v = views.shape[:2]
             flat = views.reshape(b * v, *views.shape[2:]).to(dev, non_blocking=True)
+            if masker is not None:  # B·V×N×3×T×T → B·V×N×4×T×T, each slide through its provider's U-Net
+                n = flat.shape[1]
+                channels = [masker.channel(flat[j].contiguous(), providers[int(index[j // v])]) for j in range(b * v)]
+                flat = torch.cat([flat, torch.stack(channels).reshape(b * v, n, 1, *flat.shape[-2:])], dim=2)
             with autocast(dev, dtype):
                 logits = model(flat)
             probs = enc.scores(encoding, logits).reshape(b, v, *logits.shape[1:]).mean(dim=1)

@@ -26,6 +26,8 @@ Cache layout (one folder per tiling setting)::
 from __future__ import annotations
 
 import json
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,7 +274,7 @@ class TileCache:
         path = self.slide_file(image_id)
         try:
             with np.load(path) as data:
-                return SlideTiles(
+                slide = SlideTiles(
                     tiles=data["tiles"], masks=data["masks"] if "masks" in data.files else None,
                     xs=data["xs"], ys=data["ys"], fill=data["fill"], n_tissue=int(data["n_tissue"]),
                 )
@@ -280,6 +282,65 @@ class TileCache:
             raise DataError(path, "slide missing from the tile cache") from err
         except (ValueError, OSError, KeyError) as err:
             raise DataError(path, f"corrupt tile file ({err})") from err
+        check_mask_shape(path, slide.tiles, slide.masks)
+        return slide
+
+    def mapped(self, image_id: str) -> dict[str, np.ndarray]:
+        """The slide's arrays memory-mapped from its (uncompressed) ``.npz``: reading tile k reads only it.
+
+        Returns ``{"tiles": N×T×T×3, "masks": N×T×T (when present), "fill": N}`` read-only views.
+        """
+        path = self.slide_file(image_id)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+            arrays = {name: npz_memmap(path, name) for name in ("tiles", "masks", "fill") if f"{name}.npy" in names}
+        except FileNotFoundError as err:
+            raise DataError(path, "slide missing from the tile cache") from err
+        except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:
+            raise DataError(path, f"corrupt tile file ({err})") from err
+        check_mask_shape(path, arrays["tiles"], arrays.get("masks"))
+        return arrays
+
+    def with_masks(self) -> list[str]:
+        """Ids whose tiles come with mask tiles (``index.csv`` ``has_mask``), in index order."""
+        if "has_mask" not in self.index.columns:
+            return []
+        flags = self.index["has_mask"].astype(str).str.lower().isin(["true", "1"])
+        return self.index.loc[flags, "image_id"].tolist()
+
+
+def check_mask_shape(path: Path, tiles: np.ndarray, masks: np.ndarray | None) -> None:
+    """Mask tiles (N×T×T) must match image tiles (N×T×T×3) tile for tile, pixel for pixel."""
+    if masks is not None and tuple(masks.shape) != tuple(tiles.shape[:3]):
+        raise DataError(path, f"mask tiles of shape {tuple(masks.shape)} do not match image tiles"
+                              f" {tuple(tiles.shape[:3])} (N×T×T)")
+
+
+def npz_memmap(path: Path, name: str) -> np.ndarray:
+    """Memory-map array ``name`` of an uncompressed ``.npz`` (what :func:`numpy.savez` writes).
+
+    The member's data starts after the zip local header and the ``.npy`` header; both are parsed
+    here so the array can be mapped read-only instead of read whole.
+    """
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(f"{name}.npy")
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise ValueError(f"{name}.npy is compressed: cannot be memory-mapped")
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        local = handle.read(30)
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        handle.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+        else:
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+        offset = handle.tell()
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
 
 
 def _save_slide(path: Path, tiles: SlideTiles) -> None:

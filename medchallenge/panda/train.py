@@ -20,35 +20,98 @@ from torch.utils.data import Dataset
 
 from medchallenge.core import console
 from medchallenge.core.engine import TrainConfig, Trainer
-from medchallenge.core.errors import DataError
+from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.splits import kfold_split, stratified_split
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.augment import augment_stack
 from medchallenge.panda.metrics import qwk
 from medchallenge.panda.models import PandaClassifier
-from medchallenge.panda.tiles import TileCache
+from medchallenge.panda.segment import SCHEMES, MaskFolder, mask_channel, to_scheme
+from medchallenge.panda.tiles import SlideTiles, TileCache
 
 
 class TileStackDataset(Dataset):
-    """Tile stacks of the given slides from a :class:`TileCache`: (N×C×T×T uint8, grade int64)."""
+    """Tile stacks of the given slides from a :class:`TileCache`: (N×C×T×T uint8, grade int64).
 
-    def __init__(self, cache: TileCache, image_ids: list[str], grades: list[int], augment: bool, grid: bool) -> None:
+    With ``masks`` (a :class:`SlideMasks`), the mask channel is appended (C = 4) before the
+    augmentation, so tiles and masks are flipped together.
+    """
+
+    def __init__(self, cache: TileCache, frame: pd.DataFrame, augment: bool, grid: bool,
+                 masks: SlideMasks | None = None) -> None:
         self.cache = cache
-        self.image_ids = image_ids
-        self.grades = grades
+        self.image_ids = frame["image_id"].tolist()
+        self.providers = frame["data_provider"].tolist()
+        self.grades = frame["isup_grade"].astype(int).tolist()
         self.augment = augment
         self.grid = grid
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        tiles = self.cache.load(self.image_ids[i]).tiles
+        slide = self.cache.load(self.image_ids[i])
+        tiles = slide.tiles
+        if self.masks is not None:
+            channel = self.masks.channel(self.image_ids[i], self.providers[i], slide)
+            tiles = np.concatenate([tiles, channel[..., None]], axis=-1)
         if self.augment:
             rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
             tiles = augment_stack(tiles, rng, self.grid)
         stack = torch.from_numpy(np.ascontiguousarray(tiles)).permute(0, 3, 1, 2)
         return stack, torch.tensor(self.grades[i], dtype=torch.int64)
+
+
+class SlideMasks:
+    """The classifier's mask channel at training time: the cache's true masks or a predicted mask folder.
+
+    ``source`` is ``"truth"`` or a folder written by ``panda predict`` with a U-Net; ``scheme`` is
+    the label scheme (a folder's own scheme must agree).
+    """
+
+    def __init__(self, source: str, scheme: str | None, cache: TileCache) -> None:
+        self.source = source
+        self.folder = None if source == "truth" else MaskFolder(source)
+        folder_scheme = None if self.folder is None else self.folder.scheme
+        if scheme is not None and folder_scheme is not None and scheme != folder_scheme:
+            raise DataError(Path(source) / "meta.json", f"masks in the '{folder_scheme}' label scheme,"
+                                                        f" --label-scheme {scheme} asked for")
+        self.scheme = scheme or folder_scheme or "provider"
+        if self.scheme not in SCHEMES:
+            raise OptionError(f"--label-scheme {self.scheme}: expected one of {', '.join(SCHEMES)}")
+        self.available = set(cache.with_masks()) if self.folder is None else self.folder.ids()
+        if self.folder is not None:
+            for key in ("tile_size", "n_tiles"):
+                if int(self.folder.meta[key]) != int(cache.meta[key]):
+                    raise DataError(self.folder.path / "meta.json", f"mask tiles made with {key}={self.folder.meta[key]},"
+                                                                    f" the tile cache {cache.path} has {key}={cache.meta[key]}")
+
+    def channel(self, image_id: str, provider: str, slide: SlideTiles) -> np.ndarray:
+        """N×T×T uint8 mask channel of one slide (labels scaled ×255/(K−1))."""
+        if self.folder is None:
+            if slide.masks is None:
+                raise DataError(f"slide {image_id}", "no mask tiles in the tile cache")
+            labels = to_scheme(slide.masks, provider, self.scheme)
+        else:
+            labels = self.folder.load(image_id, slide.tiles.shape[:3])
+        return mask_channel(labels, provider, self.scheme)
+
+    def describe(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "source": self.source if self.folder is None else str(self.folder.path)}
+
+
+def split_slides(frame: pd.DataFrame, val_fraction: float, n_folds: int | None, fold: int,
+                 seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, validation) of ``frame``, stratified by ISUP grade (by provider when no grade)."""
+    grades = pd.to_numeric(frame["isup_grade"], errors="coerce") if "isup_grade" in frame else None
+    if grades is None or grades.isna().any():
+        strata = frame["data_provider"].astype("category").cat.codes.to_numpy()
+    else:
+        strata = grades.astype(int).to_numpy()
+    if n_folds:
+        return kfold_split(strata, n_folds, fold, seed)
+    return stratified_split(strata, val_fraction, seed)
 
 
 @dataclass
@@ -64,6 +127,9 @@ class PandaOptions:
     val_fraction: float = 0.2
     n_folds: int | None = None
     fold: int = 0
+    masks: str | None = None
+    label_scheme: str | None = None
+    grad_checkpoint: bool = False
 
 
 class PandaTrainer(Trainer):
@@ -80,11 +146,20 @@ class PandaTrainer(Trainer):
         labelled = self.cache.index[self.cache.index["isup_grade"].notna()].reset_index(drop=True)
         if len(labelled) < 2:
             raise DataError(options.tiles, f"only {len(labelled)} slide(s) with an ISUP grade: nothing to train on")
-        grades = labelled["isup_grade"].astype(int).to_numpy()
-        if options.n_folds:
-            train_idx, val_idx = kfold_split(grades, options.n_folds, options.fold, config.seed)
-        else:
-            train_idx, val_idx = stratified_split(grades, options.val_fraction, config.seed)
+        self.masks = None if options.masks is None else SlideMasks(options.masks, options.label_scheme, self.cache)
+        if self.masks is not None:
+            if not self.masks.available:
+                raise DataError(options.tiles if options.masks == "truth" else options.masks,
+                                "no slide has mask tiles: the mask channel needs the train split tiled with its"
+                                " train_label_masks/, or a mask folder from `panda predict` with a U-Net")
+            without = ~labelled["image_id"].isin(self.masks.available)
+            if without.any():
+                console.log(f"skipped {int(without.sum())} slide(s) without a mask ({options.masks}),"
+                            f" e.g. {labelled['image_id'][without].iloc[0]}")
+            labelled = labelled[~without].reset_index(drop=True)
+            if len(labelled) < 2:
+                raise DataError(options.tiles, f"only {len(labelled)} slide(s) with both a grade and a mask")
+        train_idx, val_idx = split_slides(labelled, options.val_fraction, options.n_folds, options.fold, config.seed)
         self.train_frame = labelled.iloc[train_idx].reset_index(drop=True)
         self.val_frame = labelled.iloc[val_idx].reset_index(drop=True)
         enc.check_encoding(options.encoding)
@@ -94,32 +169,34 @@ class PandaTrainer(Trainer):
         )
 
     def _dataset(self, frame: pd.DataFrame, augment: bool) -> TileStackDataset:
-        return TileStackDataset(
-            self.cache,
-            frame["image_id"].tolist(),
-            frame["isup_grade"].astype(int).tolist(),
-            augment=augment,
-            grid=self.options.layout == "mosaic",
-        )
+        return TileStackDataset(self.cache, frame, augment=augment, grid=self.options.layout == "mosaic",
+                                masks=self.masks)
 
     def train_dataset(self) -> Dataset:
         return self._dataset(self.train_frame, augment=True)
 
     def build_model(self) -> nn.Module:
         o = self.options
-        return PandaClassifier(o.arch, o.encoding, o.layout, in_channels=3, pretrained=o.pretrained, weights=o.weights)
+        return PandaClassifier(o.arch, o.encoding, o.layout, in_channels=self.in_channels, pretrained=o.pretrained,
+                               weights=o.weights, grad_checkpoint=o.grad_checkpoint)
+
+    @property
+    def in_channels(self) -> int:
+        return 3 if self.masks is None else 4
 
     def model_spec(self) -> dict[str, Any]:
         o = self.options
         return {"name": "classifier", "kwargs": {"arch": o.arch, "encoding": o.encoding, "layout": o.layout,
-                                                 "in_channels": 3}}
+                                                 "in_channels": self.in_channels,
+                                                 "grad_checkpoint": o.grad_checkpoint}}
 
     def checkpoint_meta(self) -> dict[str, Any]:
         meta = self.cache.meta
         return {
             "tiling": {k: meta.get(k) for k in ("level", "tile_size", "n_tiles", "mode")},
             "grades": list(range(enc.N_GRADES)),
-            "input": "uint8 tiles N×C×T×T; model computes 1 - x/255",
+            "input": "uint8 tiles N×C×T×T; model computes 1 - x/255 (RGB), x/255 (mask channel)",
+            "mask": None if self.masks is None else self.masks.describe(),
             "val_ids": self.val_frame["image_id"].tolist(),
         }
 
