@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,7 @@ class MaskFolder:
                 masks = data["masks"]
         except FileNotFoundError as err:
             raise DataError(path, "slide missing from the mask folder") from err
-        except (ValueError, OSError, KeyError) as err:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(path, f"corrupt mask file ({err})") from err
         if tile_shape is not None and tuple(masks.shape) != tuple(tile_shape):
             raise DataError(path, f"mask tiles of shape {tuple(masks.shape)} do not match image tiles {tuple(tile_shape)}"

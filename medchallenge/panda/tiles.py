@@ -280,7 +280,7 @@ class TileCache:
                 )
         except FileNotFoundError as err:
             raise DataError(path, "slide missing from the tile cache") from err
-        except (ValueError, OSError, KeyError) as err:
+        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(path, f"corrupt tile file ({err})") from err
         check_mask_shape(path, slide.tiles, slide.masks)
         return slide

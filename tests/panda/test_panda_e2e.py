@@ -89,3 +89,61 @@ def test_bad_inputs_exit_2(dataset: Path, tmp_path: Path) -> None:
     sub.write_text("image_id,isup_grade\nabc,1\nabc,2\n")
     bad = runner.invoke(app, ["panda", "evaluate", "--predictions", str(sub), "--truth", str(data / "train.csv")])
     assert bad.exit_code == 2 and "duplicate image_id abc" in bad.output
+
+
+UNET = ["--model", "unet", "--unet-width", "8", "--unet-depth", "2", "--batch-size", "4", "--lr", "2e-3",
+        "--workers", "0", "--device", "cpu", "--seed", "0"]
+
+
+def test_segmentation_and_mask_guided_classifier(dataset: Path) -> None:
+    """sample → tile (with masks) → train unet → predict masks → evaluate masks → train the 4-channel
+    classifier on predicted masks → predict with the U-Net → evaluate, through the CLI."""
+    runner = CliRunner()
+    tiles, data = dataset / "tiles", dataset / "data"
+    unet = dataset / "unet"
+    _ok(runner, ["panda", "train", "--tiles", str(tiles), "--out", str(unet), "--epochs", "6", *UNET])
+    masks = dataset / "pred_masks"
+    _ok(runner, ["panda", "predict", "--checkpoint", str(unet / "best.pt"), "--tiles", str(tiles), "--out", str(masks),
+                 "--device", "cpu", "--n-overlays", "2"])
+    assert len(list((masks / "overlays").glob("*.png"))) == 2
+    seg = json.loads(_ok(runner, ["panda", "evaluate", "--masks", str(masks), "--truth", str(tiles), "--json"]))
+    # predicting all background gives tumour Dice 0 wherever there is tumour; the U-Net must do clearly better
+    for provider in ("radboud", "karolinska"):
+        assert seg["providers"][provider]["tumour_pixels"] > 0
+        assert seg["providers"][provider]["tumour_dice"] > 0.5, seg
+    assert seg["all"]["pixel_accuracy"] > 0.7, seg
+
+    classifier = dataset / "masked"
+    _ok(runner, ["panda", "train", "--tiles", str(tiles), "--out", str(classifier), "--epochs", "8",
+                 "--mask-model", str(unet / "best.pt"), *TRAIN[:4], "4", *TRAIN[5:]])
+    assert (classifier / "masks" / "meta.json").is_file()
+    submission = dataset / "masked.csv"
+    _ok(runner, ["panda", "predict", "--checkpoint", str(classifier / "best.pt"), "--data", str(data),
+                 "--mask-model", str(unet / "best.pt"), "--out", str(submission), "--device", "cpu"])
+    metrics = json.loads(_ok(runner, ["panda", "evaluate", "--predictions", str(submission),
+                                      "--truth", str(data / "answers" / "test_labels.csv"), "--json"]))
+    assert metrics["qwk"] > 0.5, metrics
+
+    # bad inputs: one line naming the file, exit 2, nothing written
+    bad = runner.invoke(app, ["panda", "predict", "--checkpoint", str(classifier / "best.pt"), "--data", str(data),
+                              "--out", str(dataset / "none.csv"), "--device", "cpu"])
+    assert bad.exit_code == 2 and "--mask-model" in bad.output and not (dataset / "none.csv").exists()
+    per_provider = dataset / "unet-r"
+    _ok(runner, ["panda", "train", "--tiles", str(tiles), "--out", str(per_provider), "--epochs", "1",
+                 "--label-scheme", "provider", "--provider", "radboud", *UNET])
+    bad = runner.invoke(app, ["panda", "predict", "--checkpoint", str(classifier / "best.pt"), "--data", str(data),
+                              "--mask-model", str(per_provider / "best.pt"), "--out", str(dataset / "none.csv")])
+    assert bad.exit_code == 2 and f"{per_provider / 'best.pt'}: a U-Net of the 'provider' label scheme" in bad.output
+    small = dataset / "tiles16"
+    _ok(runner, ["panda", "tile", "--data", str(data), "--out", str(small), "--level", "1", "--n-tiles", "16",
+                 "--tile-size", "16"])
+    bad = runner.invoke(app, ["panda", "evaluate", "--masks", str(masks), "--truth", str(small)])
+    assert bad.exit_code == 2 and "do not match image tiles" in bad.output and str(masks) in bad.output
+    bad = runner.invoke(app, ["panda", "train", "--tiles", str(small), "--out", str(dataset / "x"), "--masks", str(masks),
+                              *TRAIN])
+    assert bad.exit_code == 2 and "tile_size=32" in bad.output
+    test_tiles = dataset / "tiles_test"
+    _ok(runner, ["panda", "tile", "--data", str(data), "--split", "test", "--out", str(test_tiles), "--level", "1",
+                 "--n-tiles", "16", "--tile-size", "32"])
+    bad = runner.invoke(app, ["panda", "train", "--tiles", str(test_tiles), "--out", str(dataset / "y"), *UNET])
+    assert bad.exit_code == 2 and "no slide has mask tiles" in bad.output and not (dataset / "y").exists()

@@ -41,3 +41,33 @@ def test_amp_channels_last_on_cuda(tmp_path: Path) -> None:
     assert metrics["n"] == 12 and -1.0 <= metrics["qwk"] <= 1.0
     log = (tmp_path / "run" / "train.log").read_text()
     assert "amp=torch.bfloat16" in log or "amp=torch.float16" in log
+
+
+def test_unet_and_mask_guided_classifier_on_cuda(tmp_path: Path) -> None:
+    """The U-Net (bf16, channels_last, shuffled tiles) and the 4-channel EfficientNet with gradient
+    checkpointing, trained and predicting on the GPU through the CLI."""
+    runner = CliRunner()
+    data, tiles = tmp_path / "data", tmp_path / "tiles"
+    unet = tmp_path / "unet" / "best.pt"
+    for args in (
+        ["panda", "sample", "--out", str(data), "--n-slides", "48", "--size", "1024"],
+        ["panda", "tile", "--data", str(data), "--out", str(tiles), "--n-tiles", "16", "--tile-size", "32"],
+        ["panda", "train", "--model", "unet", "--tiles", str(tiles), "--out", str(tmp_path / "unet"), "--epochs", "8",
+         "--batching", "shuffle", "--batch-size", "64", "--lr", "2e-3", "--device", "cuda", "--channels-last"],
+        ["panda", "predict", "--checkpoint", str(unet), "--tiles", str(tiles), "--out", str(tmp_path / "masks"),
+         "--device", "cuda"],
+        ["panda", "train", "--tiles", str(tiles), "--out", str(tmp_path / "masked"), "--mask-model", str(unet),
+         "--arch", "efficientnet-b0", "--no-pretrained", "--grad-checkpoint", "--epochs", "2", "--batch-size", "4",
+         "--device", "cuda", "--channels-last"],
+        ["panda", "predict", "--checkpoint", str(tmp_path / "masked" / "best.pt"), "--data", str(data),
+         "--mask-model", str(unet), "--out", str(tmp_path / "sub.csv"), "--device", "cuda"],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    seg = json.loads(runner.invoke(app, ["panda", "evaluate", "--masks", str(tmp_path / "masks"), "--truth", str(tiles),
+                                         "--json"]).stdout)
+    print("gpu unet tumour Dice", {p: s["tumour_dice"] for p, s in seg["providers"].items()})
+    assert seg["all"]["tumour_dice"] > 0.5
+    out = runner.invoke(app, ["panda", "evaluate", "--predictions", str(tmp_path / "sub.csv"), "--truth",
+                              str(data / "answers" / "test_labels.csv"), "--json"])
+    assert json.loads(out.stdout)["n"] == 12
