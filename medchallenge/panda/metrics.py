@@ -97,8 +97,7 @@ def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
     Raises:
         DataError: a slide of the folder missing from the cache, a mask tile of another size.
     """
-    from medchallenge.core.metrics import dice_per_class
-    from medchallenge.panda.segment import MaskFolder, class_names, n_classes, to_scheme, tumour_labels
+    from medchallenge.panda.segment import MaskFolder, class_names, mask_scores, n_classes, to_scheme
     from medchallenge.panda.tiles import TileCache
 
     folder, cache = MaskFolder(masks), TileCache(truth)
@@ -127,20 +126,12 @@ def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
         raise DataError(Path(truth), "no slide of the mask folder has true mask tiles in this cache")
 
     def scores(matrix: np.ndarray, provider: str, n: int) -> dict[str, Any]:
-        dice = dice_per_class(matrix)
-        tumour = list(tumour_labels(scheme, provider))
-        rest = [c for c in range(len(matrix)) if c not in tumour]
-        merged = np.array([[matrix[np.ix_(t, p)].sum() for p in (tumour, rest)] for t in (tumour, rest)])
+        s = mask_scores(matrix, scheme, provider)
         nan = lambda v: None if not np.isfinite(v) else float(v)  # noqa: E731
-        return {
-            "n_slides": n,
-            "pixels": int(matrix.sum()),
-            "pixel_accuracy": float(np.trace(matrix) / max(1, matrix.sum())),
-            "dice": {name: nan(d) for name, d in zip(class_names(scheme, provider), dice)},
-            "mean_dice": nan(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else None,
-            "tumour_dice": nan(dice_per_class(merged)[0]),
-            "tumour_pixels": int(matrix[tumour].sum()),
-        }
+        return {"n_slides": n, "pixels": s["pixels"], "pixel_accuracy": s["pixel_accuracy"],
+                "dice": {name: nan(d) for name, d in zip(class_names(scheme, provider), s["dice"])},
+                "mean_dice": nan(s["mean_dice"]), "tumour_dice": nan(s["tumour_dice"]),
+                "tumour_pixels": s["tumour_pixels"]}
 
     result: dict[str, Any] = {"scheme": scheme, "n_skipped_without_truth": skipped,
                               "providers": {p: scores(m, p, n_slides[p]) for p, m in sorted(counts.items())}}

@@ -39,6 +39,7 @@ from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checke
 from medchallenge.core.device import amp_dtype, autocast
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import atomic_path, write_csv, write_json
+from medchallenge.core.metrics import dice_per_class
 from medchallenge.core.plots import overlay_labels, save_image_grid
 from medchallenge.core.unet import UNet2d, pad_to_multiple
 from medchallenge.panda.data import MASK_CLASSES, PROVIDERS
@@ -87,11 +88,38 @@ def to_scheme(masks: np.ndarray, provider: str, scheme: str) -> np.ndarray:
     return UNIFIED_FROM[provider][masks]
 
 
-def mask_channel(labels: np.ndarray, provider: str, scheme: str) -> np.ndarray:
-    """Labels in ``scheme`` → the classifier's uint8 mask channel, ``round(label · 255 / (K − 1))``."""
+def channel_lut(scheme: str, provider: str) -> np.ndarray:
+    """Label → mask-channel value, ``round(label · 255 / (K − 1))`` (K uint8 values)."""
     k = n_classes(scheme, provider)
-    lut = np.round(np.arange(k) * 255.0 / (k - 1)).astype(np.uint8)
-    return lut[labels]
+    return np.round(np.arange(k) * 255.0 / (k - 1)).astype(np.uint8)
+
+
+def mask_channel(labels: np.ndarray, provider: str, scheme: str) -> np.ndarray:
+    """Labels in ``scheme`` → the classifier's uint8 mask channel."""
+    return channel_lut(scheme, provider)[labels]
+
+
+def mask_scores(matrix: np.ndarray, scheme: str, provider: str) -> dict[str, Any]:
+    """Scores of a K×K pixel confusion matrix (rows truth, columns prediction).
+
+    Returns ``pixels``, ``pixel_accuracy``, ``dice`` (per class, NaN for a class in neither),
+    ``mean_dice`` (over the foreground classes, NaN when none is scored), ``tumour_dice`` (the
+    tumour labels merged into one class, NaN when absent from both) and ``tumour_pixels``.
+    """
+    matrix = np.asarray(matrix)
+    dice = dice_per_class(matrix)
+    tumour = list(tumour_labels(scheme, provider))
+    found = 2 * matrix[np.ix_(tumour, tumour)].sum()
+    size = matrix[tumour].sum() + matrix[:, tumour].sum()
+    foreground = dice[1:]
+    return {
+        "pixels": int(matrix.sum()),
+        "pixel_accuracy": float(np.trace(matrix) / max(1, matrix.sum())),
+        "dice": dice,
+        "mean_dice": float(np.nanmean(foreground)) if np.isfinite(foreground).any() else float("nan"),
+        "tumour_dice": float(found / size) if size else float("nan"),
+        "tumour_pixels": int(matrix[tumour].sum()),
+    }
 
 
 # --------------------------------------------------------------------------- the model
@@ -175,8 +203,7 @@ class MaskModels:
         """uint8 tiles M×3×T×T on the device → the mask channel M×1×T×T uint8."""
         model, _ = self.by_provider[provider]
         labels = segment_tiles(model, tiles, self.dtype)
-        k = n_classes(self.scheme, provider)
-        lut = torch.round(torch.arange(k, device=tiles.device) * 255.0 / (k - 1)).to(torch.uint8)
+        lut = torch.from_numpy(channel_lut(self.scheme, provider)).to(tiles.device)
         return lut[labels.long()].unsqueeze(1)
 
 

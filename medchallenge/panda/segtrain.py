@@ -30,9 +30,8 @@ from medchallenge.core import console
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.losses import soft_dice_loss
-from medchallenge.core.metrics import dice_per_class
 from medchallenge.panda.augment import augment_stack
-from medchallenge.panda.segment import PandaUNet, check_scheme, class_names, n_classes, to_scheme, tumour_labels
+from medchallenge.panda.segment import PandaUNet, check_scheme, class_names, mask_scores, n_classes, to_scheme
 from medchallenge.panda.tiles import TileCache
 from medchallenge.panda.train import split_slides
 
@@ -186,6 +185,7 @@ class PandaSegTrainer(Trainer):
         self._train = SegTileDataset(self.cache, self.train_frame, options.scheme,
                                      per_slide=options.batching == "slide", augment=True)
         self.weights = class_weights(self._train, self.num_classes, seed=config.seed)
+        self._weight_tensor: torch.Tensor | None = None
         names = class_names(options.scheme, self.providers[0])
         console.log(
             f"U-Net on {len(self.train_frame)} training / {len(self.val_frame)} validation slides"
@@ -218,17 +218,22 @@ class PandaSegTrainer(Trainer):
             "val_ids": self.val_frame["image_id"].tolist(),
         }
 
+    def _weight(self, device: torch.device) -> torch.Tensor:
+        """The CE class weights as a tensor on ``device`` (made once)."""
+        if self._weight_tensor is None or self._weight_tensor.device != device:
+            self._weight_tensor = torch.as_tensor(self.weights, dtype=torch.float32, device=device)
+        return self._weight_tensor
+
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         tiles, masks = batch
-        weight = torch.as_tensor(self.weights, dtype=torch.float32, device=tiles.device)
-        return segmentation_loss(self.options.loss, model(tiles), masks, weight)
+        return segmentation_loss(self.options.loss, model(tiles), masks, self._weight(tiles.device))
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
         loader = self.make_loader(dataset, shuffle=False, batch_size=1, collate_fn=cat_slides, distributed=False)
         k = self.num_classes
         matrix = torch.zeros(k * k, dtype=torch.int64, device=self.device)
-        weight = torch.as_tensor(self.weights, dtype=torch.float32, device=self.device)
+        weight = self._weight(self.device)
         loss_sum, n_batches = 0.0, 0
         for tiles, masks in loader:
             tiles, masks = self.to_device((tiles, masks))
@@ -237,16 +242,13 @@ class PandaSegTrainer(Trainer):
             loss_sum += float(segmentation_loss(self.options.loss, logits, masks, weight))
             n_batches += 1
             matrix += torch.bincount((masks * k + logits.argmax(dim=1)).ravel(), minlength=k * k)
-        counts = matrix.reshape(k, k).cpu().numpy()
-        dice = dice_per_class(counts)
-        tumour = list(tumour_labels(self.options.scheme, self.providers[0]))
-        merged = np.array([[counts[np.ix_(t, p)].sum() for p in (tumour, [c for c in range(k) if c not in tumour])]
-                           for t in (tumour, [c for c in range(k) if c not in tumour])])
+        scores = mask_scores(matrix.reshape(k, k).cpu().numpy(), self.options.scheme, self.providers[0])
+        dice = scores["dice"]
         row = {
             "val_loss": loss_sum / max(1, n_batches),
-            "dice": float(np.nanmean(dice[1:])) if np.isfinite(dice[1:]).any() else 0.0,
-            "tumour_dice": float(np.nan_to_num(dice_per_class(merged)[0])),
-            "pixel_accuracy": float(np.trace(counts) / max(1, counts.sum())),
+            "dice": float(np.nan_to_num(scores["mean_dice"])),
+            "tumour_dice": float(np.nan_to_num(scores["tumour_dice"])),
+            "pixel_accuracy": scores["pixel_accuracy"],
         }
         for c in range(1, k):
             row[f"dice_{c}"] = float(dice[c])

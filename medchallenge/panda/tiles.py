@@ -292,9 +292,7 @@ class TileCache:
         """
         path = self.slide_file(image_id)
         try:
-            with zipfile.ZipFile(path) as archive:
-                names = set(archive.namelist())
-            arrays = {name: npz_memmap(path, name) for name in ("tiles", "masks", "fill") if f"{name}.npy" in names}
+            arrays = npz_memmap(path, ("tiles", "masks", "fill"))
         except FileNotFoundError as err:
             raise DataError(path, "slide missing from the tile cache") from err
         except (ValueError, OSError, KeyError, zipfile.BadZipFile) as err:
@@ -317,30 +315,33 @@ def check_mask_shape(path: Path, tiles: np.ndarray, masks: np.ndarray | None) ->
                               f" {tuple(tiles.shape[:3])} (N×T×T)")
 
 
-def npz_memmap(path: Path, name: str) -> np.ndarray:
-    """Memory-map array ``name`` of an uncompressed ``.npz`` (what :func:`numpy.savez` writes).
+def npz_memmap(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Memory-map the arrays ``names`` (those present) of an uncompressed ``.npz`` (what :func:`numpy.savez` writes).
 
-    The member's data starts after the zip local header and the ``.npy`` header; both are parsed
-    here so the array can be mapped read-only instead of read whole.
+    Each member's data starts after its zip local header and its ``.npy`` header; both are parsed
+    here (the zip directory read once) so the arrays can be mapped read-only instead of read whole.
     """
     with zipfile.ZipFile(path) as archive:
-        info = archive.getinfo(f"{name}.npy")
-    if info.compress_type != zipfile.ZIP_STORED:
-        raise ValueError(f"{name}.npy is compressed: cannot be memory-mapped")
+        present = set(archive.namelist())
+        members = {name: archive.getinfo(f"{name}.npy") for name in names if f"{name}.npy" in present}
+    arrays: dict[str, np.ndarray] = {}
     with open(path, "rb") as handle:
-        handle.seek(info.header_offset)
-        local = handle.read(30)
-        name_len, extra_len = struct.unpack("<HH", local[26:30])
-        handle.seek(info.header_offset + 30 + name_len + extra_len)
-        version = np.lib.format.read_magic(handle)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        offset = handle.tell()
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+        for name, info in members.items():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(f"{name}.npy is compressed: cannot be memory-mapped")
+            handle.seek(info.header_offset)
+            name_len, extra_len = struct.unpack("<HH", handle.read(30)[26:30])
+            handle.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(handle)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(handle)
+            if int(np.prod(shape)) == 0:
+                arrays[name] = np.zeros(shape, dtype)
+            else:
+                arrays[name] = np.memmap(path, dtype=dtype, mode="r", offset=handle.tell(), shape=shape,
+                                         order="F" if fortran else "C")
+    return arrays
 
 
 def _save_slide(path: Path, tiles: SlideTiles) -> None:

@@ -93,7 +93,7 @@ def test_tile_datasets_keep_only_tissue_tiles(tmp_path: Path) -> None:
     cache = TileCache(write_cache(tmp_path / "c", {"a": ("radboud", tiles, masks, 3),
                                                    "b": ("radboud", tiles, masks, 2)}, 8))
     assert cache.with_masks() == ["a", "b"]
-    np.testing.assert_array_equal(npz_memmap(cache.slide_file("a"), "masks"), masks)
+    np.testing.assert_array_equal(npz_memmap(cache.slide_file("a"), ("masks",))["masks"], masks)
     frame = cache.index
     per_slide = SegTileDataset(cache, frame, "unified", per_slide=True, augment=False)
     x, y = per_slide[0]
