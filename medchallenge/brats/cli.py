@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     AmpOpt,
     BatchSizeOpt,
@@ -179,7 +179,7 @@ def evaluate(
             raise OptionError("--ablate needs --checkpoint (and --data with the images)")
         study = ablation_study(checkpoint, data, truth, ablate)
         if as_json:
-            typer.echo(json.dumps(study))
+            typer.echo(dumps_json(study))
         else:
             for key in ("wt_dice", "tc_dice", "et_dice"):
                 v = study[key]
@@ -188,7 +188,7 @@ def evaluate(
         return
     result = evaluate_brats(predictions, truth)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(dumps_json(result))
         return
     from rich.table import Table
 

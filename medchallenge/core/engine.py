@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import random
 import time
@@ -46,6 +45,7 @@ from medchallenge.core.device import amp_dtype, autocast, resolve_device, to_dev
 from medchallenge.core.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
 from medchallenge.core.errors import OptionError, TrainingError
 from medchallenge.core.io import write_csv, write_json
+from medchallenge.core.jsonio import strict_json
 from medchallenge.core.plots import plot_training_curves
 from medchallenge.core.seeding import epoch_seed, seed_everything, seed_worker
 
@@ -85,7 +85,7 @@ class TrainConfig:
 
 
 def _json_safe(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=str))
+    return strict_json(obj)
 
 
 class Trainer:

@@ -7,7 +7,6 @@ is written to a temporary file in the same folder and moved into place with ``os
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -17,6 +16,7 @@ from typing import IO, Any
 import pandas as pd
 
 from medchallenge.core.errors import DataError
+from medchallenge.core.jsonio import dumps_json, strict_json  # noqa: F401 (re-exported)
 
 TMP_SUFFIX = ".partial"
 
@@ -52,10 +52,10 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented strict JSON (undefined numbers as ``null``), atomically."""
+    text = dumps_json(obj, indent=2)
     with atomic_open(path) as handle:
-        json.dump(obj, handle, indent=2, default=str)
-        handle.write("\n")
+        handle.write(text + "\n")
 
 
 def write_csv(path: str | Path, frame: pd.DataFrame) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     AccumulateOpt,
     AmpOpt,
@@ -170,7 +170,7 @@ def evaluate(
     if plots:
         plot_overlays(predictions, truth, scores, out, data=data)
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(dumps_json(summary))
         return
     from rich.table import Table
 

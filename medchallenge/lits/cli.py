@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,7 @@ from medchallenge.brats.cli import (
     PhaseOpt,
     train_command,
 )
+from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     AmpOpt,
     BatchSizeOpt,
@@ -148,7 +148,7 @@ def evaluate(
 
     result = evaluate_lits(predictions, truth)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(dumps_json(result))
         return
     from rich.table import Table
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     AccumulateOpt,
     AmpOpt,
@@ -159,7 +159,7 @@ def evaluate(
     result = evaluate_submission(predictions, truth)
     write_json(predictions.parent / "evaluation" / "metrics.json", result)
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(dumps_json(result))
         return
     from rich.table import Table
 

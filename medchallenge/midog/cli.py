@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     AccumulateOpt,
     AmpOpt,
@@ -168,7 +168,7 @@ def evaluate(
 
         plot_crops(detections, truth, data, detections.parent / "evaluation")
     if as_json:
-        typer.echo(json.dumps({k: v for k, v in result.items() if k != "images"}))
+        typer.echo(dumps_json({k: v for k, v in result.items() if k != "images"}))
         return
     from rich.table import Table
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     AccumulateOpt,
     AmpOpt,
@@ -258,7 +258,7 @@ def evaluate(
         seg = evaluate_masks(masks, truth)
         write_json((out or masks) / "metrics.json", seg)
         if as_json:
-            typer.echo(json.dumps(seg))
+            typer.echo(dumps_json(seg))
             return
         _print_mask_scores(seg, masks, truth)
         return
@@ -268,7 +268,7 @@ def evaluate(
     plot_confusion_matrix(result["confusion_matrix"], [str(g) for g in range(N_GRADES)], out / "confusion_matrix.png",
                           title=f"ISUP grade (QWK {result['qwk']:.3f})")
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(dumps_json(result))
         return
     from rich.table import Table
 
