@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -144,3 +145,5 @@ def test_undefined_dice_is_null_in_json_and_metrics_json(tmp_path: Path) -> None
         # means over the cases where the Dice is defined; none defined for the tumour → null
         assert (summary["kidney_dice"], summary["tumor_dice"], summary["composite_dice"]) == (1.0, None, 1.0)
         assert summary["pixel_accuracy"] == 1.0 and summary["n"] == 2
+    cases_csv = pd.read_csv(tmp_path / "ev" / "cases.csv")
+    assert cases_csv["tumor_dice"].isna().all() and cases_csv["kidney_dice"].isna().tolist() == [False, True]
