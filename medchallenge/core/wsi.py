@@ -1,158 +1,235 @@
 """Whole-slide images: reading regions of pyramidal TIFFs, and writing them.
 
-:func:`open_slide` returns a :class:`SlideReader` backed by OpenSlide, or by tifffile for plain
-TIFFs OpenSlide does not accept (each page a level). Regions are addressed as in OpenSlide and
+:func:`open_slide` returns a :class:`SlideReader`. Regions are addressed as in OpenSlide and
 TIAToolbox: a top-left in level-0 pixels, a level, and a size in that level's pixels. Pixels
 outside the image come back as ``fill`` (255, white, for slides; 0 for label masks).
+
+Every read returns the level's own stored pixels, never resampled ones. Real pyramids have
+non-integer downsamples (an Aperio level of 2221 px under 4443 px is 2.0005×), and OpenSlide
+interpolates a read whose level-0 origin does not fall on a stored pixel of that level; so TIFF
+slides (SVS included) are decoded here with tifffile, tile by tile, at level coordinates, and
+OpenSlide serves only the formats tifffile cannot parse, at levels with an integer downsample.
+
+Only 8-bit RGB(A) brightfield slides are accepted (label masks may also be 8-bit greyscale):
+16-bit, fluorescence (1, 2 or 4+ channels), palette or CMYK images are a :class:`DataError`
+naming what the file is. Only true pyramid levels count as levels (see :func:`pyramid_pages`).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path
 
+TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+"""The first four bytes of a classic or BigTIFF file, either byte order."""
+NOT_A_LEVEL = re.compile(r"\b(label|macro|thumbnail|overview)\b")
+"""ImageDescription words of associated images stored beside the pyramid (Aperio SVS and others)."""
+APERIO_YCBCR_J2K = 33003
+"""TIFF compression of Aperio JPEG 2000 tiles whose three components are Y, Cb, Cr (not RGB)."""
+
+
+def downsample_of(base: tuple[int, int], level: tuple[int, int]) -> float:
+    """OpenSlide's level downsample: the mean of the width and height ratios (level-0 px per level px)."""
+    return (base[0] / level[0] + base[1] / level[1]) / 2
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 full-range YCbCr → RGB uint8, as OpenSlide converts Aperio 33003 tiles.
+
+    OpenSlide's tables (``src/make-tables.c``): red and blue add ``round(1.402·Cr′)`` and
+    ``round(1.772·Cb′)`` (C ``round``: halves away from zero; Cb′ = Cb − 128); green adds the two
+    16-bit fixed-point terms ``round(2¹⁶·(0.5 − 0.34414·Cb′))`` and ``round(−2¹⁶·0.71414·Cr′)``
+    shifted down by 16 bits; then clamped. Equal to OpenSlide for every (Cb, Cr) pair (tested).
+    """
+
+    def c_round(value: np.ndarray) -> np.ndarray:
+        return (np.sign(value) * np.floor(np.abs(value) + 0.5)).astype(np.int64)
+
+    y = ycc[..., 0].astype(np.int64)
+    cb = ycc[..., 1].astype(np.float64) - 128
+    cr = ycc[..., 2].astype(np.float64) - 128
+    red = y + c_round(1.402 * cr)
+    green = y + ((c_round(65536 * (0.5 - 0.34414 * cb)) + c_round(65536 * -0.71414 * cr)) >> 16)
+    blue = y + c_round(1.772 * cb)
+    return np.clip(np.stack([red, green, blue], axis=-1), 0, 255).astype(np.uint8)
+
+
+def describe_pixels(page: Any) -> str:
+    """What a TIFF page holds, for messages: ``uint16, 3 samples per pixel, photometric RGB``."""
+    photometric = getattr(page.photometric, "name", str(page.photometric))
+    samples = page.samplesperpixel
+    return f"{page.dtype}, {samples} sample{'s' if samples != 1 else ''} per pixel, photometric {photometric}"
+
+
+def check_brightfield(path: Path, page: Any, n_images: int, labels: bool = False) -> None:
+    """Refuse a baseline TIFF page that is not 8-bit RGB(A) brightfield (``labels``: 8-bit grey too).
+
+    Args:
+        page: the tifffile page of level 0.
+        n_images: images of that size in its series (several: channels, focal planes, time points).
+
+    Raises:
+        DataError: naming dtype, samples per pixel and photometric interpretation.
+    """
+    from tifffile import PHOTOMETRIC
+
+    samples, photometric = page.samplesperpixel, page.photometric
+    eight_bit = page.dtype == np.uint8 and page.bitspersample == 8
+    rgb = photometric == PHOTOMETRIC.RGB and samples in (3, 4)
+    jpeg_ycbcr = photometric == PHOTOMETRIC.YCBCR and samples == 3 and page.compression == 7  # decoded to RGB
+    grey = labels and photometric in (PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.MINISWHITE) and samples == 1
+    if eight_bit and n_images == 1 and (rgb or jpeg_ycbcr or grey):
+        return
+    what = describe_pixels(page)
+    if n_images > 1:
+        what += f", {n_images} images of {page.imagewidth}×{page.imagelength} px (channels, planes or time points)"
+    accepted = "8-bit RGB(A) brightfield slide" + (" or 8-bit greyscale label mask" if labels else "")
+    raise DataError(path, f"not an {accepted} ({what}): convert it to 8-bit RGB first")
+
+
+def _is_level(base: Any, previous: Any, page: Any) -> bool:
+    """Whether ``page`` is the pyramid level after ``previous``: same pixel kind as the base, smaller in
+    both directions, the base's aspect ratio (each side rounded by < 1 px), and not an associated image."""
+    same_kind = (page.dtype == base.dtype and page.samplesperpixel == base.samplesperpixel
+                 and page.photometric == base.photometric and page.planarconfig == base.planarconfig
+                 and page.imagedepth == 1)
+    smaller = page.imagewidth < previous.imagewidth and page.imagelength < previous.imagelength
+    if not (same_kind and smaller) or NOT_A_LEVEL.search((page.description or "").lower()):
+        return False
+    ds_w, ds_h = base.imagewidth / page.imagewidth, base.imagelength / page.imagelength
+    return abs(ds_w - ds_h) <= ds_w / page.imagewidth + ds_h / page.imagelength + 1e-9
+
+
+def pyramid_pages(tif: Any, path: Path, labels: bool = False) -> list[Any]:
+    """The true pyramid levels of a parsed TIFF, largest first (tifffile pages).
+
+    Level 0 is the first series' baseline (tifffile already leaves out SVS thumbnail, label and macro
+    images, and finds OME/pyramidal SubIFDs). Candidates are that series' levels plus any tiled page
+    flagged reduced-resolution (NewSubfileType bit 0) that tifffile did not group; each must pass
+    :func:`_is_level`. Pages that are other channels, labels, macros or thumbnails are not levels.
+
+    Raises:
+        DataError: the baseline is not 8-bit RGB(A) brightfield (:func:`check_brightfield`).
+    """
+    from tifffile import TiffPage
+
+    series = tif.series[0]
+    base = series.levels[0].keyframe
+    n_images = int(np.prod(series.levels[0].shape)) // max(int(np.prod(base.shape)), 1)
+    check_brightfield(path, base, n_images, labels)
+    candidates = [level.keyframe for level in series.levels[1:]]
+    candidates += [page for page in tif.pages
+                   if isinstance(page, TiffPage) and page.is_reduced and page.is_tiled]
+    levels, seen = [base], {base.offset}
+    for page in sorted(candidates, key=lambda p: (-p.imagewidth, -p.imagelength)):
+        if page.offset not in seen and _is_level(base, levels[-1], page):
+            levels.append(page)
+            seen.add(page.offset)
+    return levels
+
 
 class SlideReader:
-    """A pyramidal slide: level sizes, downsamples and region reads (RGB uint8).
+    """A pyramidal slide: level sizes, downsamples and region reads (H×W×3 uint8 RGB).
 
-    Backends, in order: tiled TIFF pyramids (PANDA's, MIDOG's) through tifffile, decoding only
-    the TIFF tiles a read touches; anything OpenSlide opens; any other TIFF through tifffile,
-    decoding a whole page.
+    Backends: any TIFF tifffile parses (generic pyramids such as PANDA's and MIDOG's, Aperio SVS,
+    OME, ...) through tifffile, decoding only the TIFF tiles a read touches (a stripped page is
+    decoded whole, once); any other format OpenSlide opens, at levels with an integer downsample.
+    ``labels=True`` opens a label mask: 8-bit greyscale is accepted too (read into all 3 channels).
     """
 
     TILE_CACHE = 32  # decoded TIFF tiles kept (32 × 512² RGB ≈ 25 MB at most)
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, labels: bool = False) -> None:
         self.path = Path(path)
+        self.labels = labels
         self._osr = None
-        self._pages: list = []
+        self._pages: list[Any] = []
         self._tif = None
         self._tiles: OrderedDict[tuple[int, int, int], np.ndarray] = OrderedDict()
-        self._tiled = False
         self._page_cache: tuple[int, np.ndarray] | None = None
         if not self.path.is_file():
             raise DataError(self.path, "slide not found")
-        if self.path.suffix.lower() in (".tif", ".tiff") and self._open_tiled_tiff():
-            return
-        import openslide
+        with open(self.path, "rb") as handle:
+            is_tiff = handle.read(4) in TIFF_MAGIC
+        tiff_problem = self._open_tiff() if is_tiff else "not a readable TIFF (no TIFF header)"
+        if tiff_problem is not None:
+            self._open_openslide(tiff_problem)
 
-        try:
-            self._osr = openslide.OpenSlide(str(self.path))
-            self.level_dimensions: list[tuple[int, int]] = [tuple(d) for d in self._osr.level_dimensions]
-            self.level_downsamples: list[float] = [float(d) for d in self._osr.level_downsamples]
-            return
-        except openslide.OpenSlideUnsupportedFormatError:
-            pass  # not a pyramid OpenSlide knows: try a plain TIFF
-        except openslide.OpenSlideError as err:
-            raise DataError(self.path, f"cannot open slide ({err})") from err
-        import tifffile
-
-        logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # we report problems ourselves
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-            pages = [p for p in self._tif.pages if p.ndim >= 2]
-            if pages:
-                _ = pages[0].shape[1]
-        except Exception as err:  # tifffile raises many types for corrupt input; all mean "bad file"
-            raise DataError(self.path, f"not a readable TIFF ({type(err).__name__}: {str(err)[:100]})") from err
-        if not pages or any(p.ndim < 2 for p in pages):
-            raise DataError(self.path, "truncated or corrupt TIFF (no readable image pages)")
-        pages.sort(key=lambda p: -p.shape[1])
-        self._pages = pages
-        self.level_dimensions = [(int(p.shape[1]), int(p.shape[0])) for p in pages]
-        self.level_downsamples = [self.level_dimensions[0][0] / d[0] for d in self.level_dimensions]
-
-    def _open_tiled_tiff(self) -> bool:
-        """Use tifffile, decoding only the TIFF tiles a read touches, when every level is a tiled page."""
+    def _open_tiff(self) -> str | None:
+        """Open through tifffile; None on success, else why tifffile could not (OpenSlide is tried next)."""
         import tifffile
 
         logging.getLogger("tifffile").setLevel(logging.CRITICAL)  # we report problems ourselves
         try:
             tif = tifffile.TiffFile(self.path)
-        except Exception:  # not parseable here: OpenSlide (or the error path) decides
-            return False
+        except Exception as err:  # tifffile raises many types for corrupt input; all mean "not parseable"
+            return f"not a readable TIFF ({type(err).__name__}: {str(err)[:100]})"
         try:
-            pages = [p for p in tif.pages if p.ndim == 3 and p.shape[2] in (3, 4)]
-            if not pages or not all(p.is_tiled for p in pages) or tif.series[0].ndim != 3:
-                tif.close()
-                return False
-        except Exception:  # a corrupt directory: let the other paths report it
+            pages = pyramid_pages(tif, self.path, self.labels)
+        except DataError:
             tif.close()
-            return False
-        width0 = pages[0].shape[1] / pages[0].shape[0]
-        pages = [p for p in pages if abs(p.shape[1] / p.shape[0] - width0) < 0.05]  # drop thumbnails/labels
-        pages.sort(key=lambda p: -p.shape[1])
-        self._tif, self._pages, self._tiled = tif, pages, True
-        self.level_dimensions = [(int(p.shape[1]), int(p.shape[0])) for p in pages]
-        self.level_downsamples = [self.level_dimensions[0][0] / d[0] for d in self.level_dimensions]
-        return True
+            raise
+        except Exception as err:  # a corrupt directory
+            tif.close()
+            return f"not a readable TIFF ({type(err).__name__}: {str(err)[:100]})"
+        self._tif, self._pages = tif, pages
+        self.level_dimensions: list[tuple[int, int]] = [(int(p.imagewidth), int(p.imagelength)) for p in pages]
+        self.level_downsamples: list[float] = [downsample_of(self.level_dimensions[0], d)
+                                               for d in self.level_dimensions]
+        return None
 
-    def _decoded_tile(self, level: int, ty: int, tx: int) -> np.ndarray:
-        """One TIFF tile of ``level`` decoded (cached, least recently used dropped first)."""
-        key = (level, ty, tx)
-        if key in self._tiles:
-            self._tiles.move_to_end(key)
-            return self._tiles[key]
-        page = self._pages[level]
-        across = -(-page.shape[1] // page.tilewidth)
-        index = ty * across + tx
-        handle = self._tif.filehandle
+    def _open_openslide(self, tiff_problem: str) -> None:
+        import openslide
+
         try:
-            handle.seek(page.dataoffsets[index])
-            data = handle.read(page.databytecounts[index])
-            tile = page.decode(data, index, jpegtables=page.jpegtables)[0]
-        except Exception as err:  # any decode failure is a truncated or corrupt file
-            raise DataError(self.path, f"cannot decode TIFF tile {index} of level {level} (truncated or corrupt:"
-                                       f" {type(err).__name__})") from err
-        if tile is None or len(data) < page.databytecounts[index]:
-            raise DataError(self.path, f"TIFF tile {index} of level {level} is truncated")
-        tile = tile[0, :, :, :3]
-        self._tiles[key] = tile
-        if len(self._tiles) > self.TILE_CACHE:
-            self._tiles.popitem(last=False)
-        return tile
-
-    def _read_tiled(self, x0: int, y0: int, level: int, width: int, height: int, fill: int) -> np.ndarray:
-        out = np.full((height, width, 3), fill, dtype=np.uint8)
-        ds = self.level_downsamples[level]
-        lw, lh = self.level_dimensions[level]
-        lx, ly = int(round(x0 / ds)), int(round(y0 / ds))
-        cx0, cy0, cx1, cy1 = max(lx, 0), max(ly, 0), min(lx + width, lw), min(ly + height, lh)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return out
-        page = self._pages[level]
-        th, tw = page.tilelength, page.tilewidth
-        for ty in range(cy0 // th, (cy1 - 1) // th + 1):
-            for tx in range(cx0 // tw, (cx1 - 1) // tw + 1):
-                tile = self._decoded_tile(level, ty, tx)
-                ya, yb = max(cy0, ty * th), min(cy1, (ty + 1) * th)
-                xa, xb = max(cx0, tx * tw), min(cx1, (tx + 1) * tw)
-                out[ya - ly : yb - ly, xa - lx : xb - lx] = tile[ya - ty * th : yb - ty * th, xa - tx * tw : xb - tx * tw]
-        return out
+            self._osr = openslide.OpenSlide(str(self.path))
+        except openslide.OpenSlideUnsupportedFormatError as err:
+            raise DataError(self.path, f"{tiff_problem}, and not a slide OpenSlide reads") from err
+        except openslide.OpenSlideError as err:
+            raise DataError(self.path, f"cannot open slide ({err})") from err
+        self.level_dimensions = [tuple(d) for d in self._osr.level_dimensions]
+        self.level_downsamples = [float(d) for d in self._osr.level_downsamples]
 
     @property
     def level_count(self) -> int:
         return len(self.level_dimensions)
 
-    def read_region(self, x0: int, y0: int, level: int, width: int, height: int, fill: int = 255) -> np.ndarray:
-        """Read ``height×width×3`` uint8 RGB at ``level``; (x0, y0) is the top-left in level-0 px.
+    @property
+    def backend(self) -> str:
+        """``tifffile`` or ``openslide``."""
+        return "openslide" if self._osr is not None else "tifffile"
 
-        Parts outside the slide are ``fill``.
+    def read_region(self, x0: int, y0: int, level: int, width: int, height: int, fill: int = 255) -> np.ndarray:
+        """Read ``height×width×3`` uint8 RGB of ``level``'s stored pixels; (x0, y0) is the top-left in level-0 px.
+
+        The level's own top-left is ``round(x0 / downsample)``, so ``x0 = round(x * downsample)`` reads
+        from level pixel ``x`` exactly, for any downsample ≥ 1. Parts outside the slide are ``fill``.
         """
         if not 0 <= level < self.level_count:
             raise DataError(self.path, f"level {level} does not exist (the slide has {self.level_count})")
-        if self._tiled:
-            return self._read_tiled(x0, y0, level, width, height, fill)
+        ds = self.level_downsamples[level]
+        lw, lh = self.level_dimensions[level]
+        lx, ly = int(round(x0 / ds)), int(round(y0 / ds))
+        out = np.full((height, width, 3), fill, dtype=np.uint8)
+        # clip to the level (OpenSlide's padding is transparent black; tifffile has none)
+        cx0, cy0, cx1, cy1 = max(lx, 0), max(ly, 0), min(lx + width, lw), min(ly + height, lh)
+        if cx1 <= cx0 or cy1 <= cy0:
+            return out
         if self._osr is not None:
-            return self._read_openslide(x0, y0, level, width, height, fill)
-        return self._read_tifffile(x0, y0, level, width, height, fill)
+            pixels = self._read_openslide(level, cx0, cy0, cx1 - cx0, cy1 - cy0, fill)
+        else:
+            pixels = self._read_tiff(level, cx0, cy0, cx1, cy1)
+        out[cy0 - ly : cy1 - ly, cx0 - lx : cx1 - lx] = pixels
+        return out
 
     def read_level(self, level: int, fill: int = 255) -> np.ndarray:
         """The whole level as H×W×3 uint8."""
@@ -161,46 +238,84 @@ class SlideReader:
         w, h = self.level_dimensions[level]
         return self.read_region(0, 0, level, w, h, fill)
 
-    def _read_openslide(self, x0: int, y0: int, level: int, width: int, height: int, fill: int) -> np.ndarray:
+    def _read_openslide(self, level: int, lx: int, ly: int, width: int, height: int, fill: int) -> np.ndarray:
+        """``height×width×3`` from level pixel (lx, ly); OpenSlide takes level-0 coordinates."""
         import openslide
 
-        out = np.full((height, width, 3), fill, dtype=np.uint8)
         ds = self.level_downsamples[level]
-        lw, lh = self.level_dimensions[level]
-        lx, ly = int(round(x0 / ds)), int(round(y0 / ds))
-        # clip to the level so OpenSlide never pads (its padding is transparent black)
-        cx0, cy0 = max(lx, 0), max(ly, 0)
-        cx1, cy1 = min(lx + width, lw), min(ly + height, lh)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return out
+        if not ds.is_integer():  # OpenSlide would interpolate between the level's pixels
+            raise DataError(self.path, f"level {level} has a non-integer downsample ({ds:.6g}) that OpenSlide"
+                                       " reads resampled, not as stored: use level 0 or another level")
         try:
-            region = self._osr.read_region((int(round(cx0 * ds)), int(round(cy0 * ds))), level, (cx1 - cx0, cy1 - cy0))
+            region = self._osr.read_region((lx * int(ds), ly * int(ds)), level, (width, height))
         except openslide.OpenSlideError as err:
             raise DataError(self.path, f"cannot read slide pixels (truncated or corrupt: {err})") from err
         rgba = np.asarray(region)
         rgb = rgba[..., :3].copy()
         rgb[rgba[..., 3] == 0] = fill
-        out[cy0 - ly : cy1 - ly, cx0 - lx : cx1 - lx] = rgb
+        return rgb
+
+    def _read_tiff(self, level: int, cx0: int, cy0: int, cx1: int, cy1: int) -> np.ndarray:
+        """Stored pixels [cy0:cy1, cx0:cx1] of ``level`` (inside the level) as H×W×3 uint8."""
+        page = self._pages[level]
+        if not (page.is_tiled and page.planarconfig == 1):
+            return self._whole_page(level)[cy0:cy1, cx0:cx1]
+        out = np.empty((cy1 - cy0, cx1 - cx0, 3), dtype=np.uint8)
+        th, tw = page.tilelength, page.tilewidth
+        for ty in range(cy0 // th, (cy1 - 1) // th + 1):
+            for tx in range(cx0 // tw, (cx1 - 1) // tw + 1):
+                tile = self._decoded_tile(level, ty, tx)
+                ya, yb = max(cy0, ty * th), min(cy1, (ty + 1) * th)
+                xa, xb = max(cx0, tx * tw), min(cx1, (tx + 1) * tw)
+                out[ya - cy0 : yb - cy0, xa - cx0 : xb - cx0] = tile[ya - ty * th : yb - ty * th, xa - tx * tw : xb - tx * tw]
         return out
 
-    def _read_tifffile(self, x0: int, y0: int, level: int, width: int, height: int, fill: int) -> np.ndarray:
-        out = np.full((height, width, 3), fill, dtype=np.uint8)
-        ds = self.level_downsamples[level]
-        lw, lh = self.level_dimensions[level]
-        lx, ly = int(round(x0 / ds)), int(round(y0 / ds))
-        cx0, cy0, cx1, cy1 = max(lx, 0), max(ly, 0), min(lx + width, lw), min(ly + height, lh)
-        if cx1 <= cx0 or cy1 <= cy0:
-            return out
-        if self._page_cache is None or self._page_cache[0] != level:  # untiled: decode the page once
+    def _as_rgb(self, page: Any, pixels: np.ndarray) -> np.ndarray:
+        """Decoded H×W×S samples → H×W×3 RGB: grey repeated, alpha dropped, Aperio YCbCr converted."""
+        if pixels.shape[-1] == 1:
+            return np.repeat(pixels, 3, axis=-1)
+        if page.compression == APERIO_YCBCR_J2K:
+            return ycbcr_to_rgb(pixels[..., :3])
+        return np.ascontiguousarray(pixels[..., :3])
+
+    def _decoded_tile(self, level: int, ty: int, tx: int) -> np.ndarray:
+        """One TIFF tile of ``level`` decoded to T×T×3 (cached, least recently used dropped first)."""
+        key = (level, ty, tx)
+        if key in self._tiles:
+            self._tiles.move_to_end(key)
+            return self._tiles[key]
+        page = self._pages[level]
+        index = ty * -(-page.imagewidth // page.tilewidth) + tx
+        handle = self._tif.filehandle
+        try:
+            handle.seek(page.dataoffsets[index])
+            data = handle.read(page.databytecounts[index])
+            tile = page.decode(data, index, jpegtables=page.jpegtables)[0]
+        except Exception as err:  # any decode failure is a truncated or corrupt file
+            raise DataError(self.path, f"cannot decode TIFF tile {index} of level {level} (truncated or corrupt:"
+                                       f" {type(err).__name__}: {str(err)[:80]})") from err
+        if tile is None or len(data) < page.databytecounts[index]:
+            raise DataError(self.path, f"TIFF tile {index} of level {level} is truncated")
+        tile = self._as_rgb(page, tile[0])
+        self._tiles[key] = tile
+        if len(self._tiles) > self.TILE_CACHE:
+            self._tiles.popitem(last=False)
+        return tile
+
+    def _whole_page(self, level: int) -> np.ndarray:
+        """An untiled (or separate-plane) level decoded whole, once, as H×W×3."""
+        if self._page_cache is None or self._page_cache[0] != level:
+            page = self._pages[level]
             try:
-                self._page_cache = (level, self._pages[level].asarray())
+                array = page.asarray()
             except Exception as err:  # any decode failure is a corrupt file
-                raise DataError(self.path, f"cannot decode TIFF pixels ({type(err).__name__})") from err
-        array = self._page_cache[1]
-        if array.ndim == 2:
-            array = np.repeat(array[..., None], 3, axis=2)
-        out[cy0 - ly : cy1 - ly, cx0 - lx : cx1 - lx] = array[cy0:cy1, cx0:cx1, :3]
-        return out
+                raise DataError(self.path, f"cannot decode TIFF pixels of level {level} ({type(err).__name__})") from err
+            if array.ndim == 2:
+                array = array[..., None]
+            elif page.planarconfig == 2:  # samples first: S×H×W
+                array = np.moveaxis(array, 0, -1)
+            self._page_cache = (level, self._as_rgb(page, array))
+        return self._page_cache[1]
 
     def close(self) -> None:
         if self._osr is not None:
@@ -215,9 +330,13 @@ class SlideReader:
         self.close()
 
 
-def open_slide(path: str | Path) -> SlideReader:
-    """Open a slide for region reads; a missing, truncated or non-TIFF file is a DataError."""
-    return SlideReader(Path(path))
+def open_slide(path: str | Path, labels: bool = False) -> SlideReader:
+    """Open a slide (``labels``: a label mask) for region reads.
+
+    Raises:
+        DataError: a missing, truncated or unreadable file, or one that is not 8-bit RGB(A) brightfield.
+    """
+    return SlideReader(Path(path), labels=labels)
 
 
 def downsample_rgb(image: np.ndarray, factor: int, mode: str = "mean") -> np.ndarray:
