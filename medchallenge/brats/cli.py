@@ -79,7 +79,7 @@ def sample(
     n_slices: Annotated[int, typer.Option("--slices", min=1, help="Axial slices.")] = 10,
     seed: SeedOpt = 0,
 ) -> None:
-    """Write synthetic BraTS cases (flair, t1, t1ce, t2, seg); test segmentations in answers/.
+    """Write synthetic BraTS cases (2021 naming flair, t1, t1ce, t2, seg); test segmentations in answers/.
 
     Example: medchallenge brats sample --out brats-sample --n-cases 10
     """
@@ -147,7 +147,8 @@ def predict(
     part: PartOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Segment every case, whole slices in one pass, into <case>.nii.gz with labels {0,1,2,4}.
+    """Segment every case, whole slices in one pass, into <case>.nii.gz (labels in the input's convention:
+    {0,1,2,4} for <case>_flair naming, {0,1,2,3} for <case>-t2f naming; background outside the brain).
 
     Example: medchallenge brats predict --checkpoint runs/twopath-phase2-*/best.pt --out predictions
     """
@@ -159,14 +160,14 @@ def predict(
 @app.command()
 @report_errors
 def evaluate(
-    truth: Annotated[Path, typer.Option("--truth", help="Folder of <case>/<case>_seg.nii[.gz].")],
+    truth: Annotated[Path, typer.Option("--truth", help="Folder of <case>/<case>_seg.nii[.gz] (2021) or <case>/<case>-seg.nii.gz (2023).")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of <case>.nii.gz.")] = Path("predictions"),
     ablate: Annotated[Optional[str], typer.Option("--ablate", help="local or global: remove that path at test time and report the drop (needs --checkpoint, --data).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Model for --ablate.")] = None,
     data: DataOpt = Path("."),
     as_json: JsonOpt = False,
 ) -> None:
-    """Dice of whole tumour {1,2,4}, tumour core {1,4} and enhancing tumour {4}, per case and mean.
+    """Dice of whole tumour, tumour core and enhancing tumour (2021 labels {1,2,4}, {1,4}, {4}; 2023 {1,2,3}, {1,3}, {3}).
 
     Example: medchallenge brats evaluate --predictions predictions --truth answers --json
     """

@@ -8,16 +8,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from medchallenge.brats.data import find_cases, read_case
+from medchallenge.brats.data import (
+    LABEL_VALUES,
+    MODALITIES,
+    classes_to_labels,
+    find_cases,
+    find_truth,
+    read_case,
+    read_labels,
+)
 from medchallenge.brats.metrics import region_dice
 from medchallenge.brats.models import build_model
-from medchallenge.brats.patches import normalise_brats
+from medchallenge.brats.patches import body_mask, normalise_brats
 from medchallenge.brats.train import segment_slices
 from medchallenge.core import console
 from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checked
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
-from medchallenge.core.nifti import read_volume, write_volume
+from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
 
 MODELS = ["twopath", "inputcascade"]
@@ -34,11 +42,24 @@ def load_model(checkpoint: Path, challenge: str, device: torch.device, in_channe
     return model.to(device).eval(), state
 
 
+def segment_case(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 8) -> np.ndarray:
+    """Class indices S×H×W (uint8, {0,1,2,4}) of raw C×S×H×W modalities, 0 outside the brain.
+
+    The model only ever saw brain voxels in training (patch centres lie in the brain), so its
+    calls where every modality is zero are meaningless; every BraTS pipeline masks them out.
+    """
+    normalised, _ = normalise_brats(images)
+    classes = segment_slices(model, normalised, device, batch_size, amp_dtype(device), list(LABEL_VALUES))
+    classes[~body_mask(images)] = 0
+    return classes
+
+
 def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 8,
                   part: str | None = None, overwrite: bool = False) -> list[Path]:
-    """Write ``<case>.nii.gz`` (labels {0,1,2,4}, the input grid) for every case."""
+    """Write ``<case>.nii.gz`` on the input grid for every case, labels in the case's convention
+    ({0,1,2,4} for the 2021 naming, {0,1,2,3} for the 2023 naming), background outside the brain."""
     dev = resolve_device(device)
-    model, _ = load_model(checkpoint, "brats", dev, 4)
+    model, _ = load_model(checkpoint, "brats", dev, len(MODALITIES))
     written = []
     cases = select_part(find_cases(data), part)
     for case in console.track(cases, "predict", total=len(cases)):
@@ -46,31 +67,38 @@ def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto",
         if target.exists() and not overwrite:
             continue
         images, reference, _ = read_case(case, with_labels=False)
-        normalised, _ = normalise_brats(images)
-        classes = segment_slices(model, normalised, dev, batch_size, amp_dtype(dev), [0, 1, 2, 4])
-        write_volume(target, reference.from_axial_first(classes), reference.geometry)
+        labels = classes_to_labels(segment_case(model, images, dev, batch_size), case.convention)
+        write_volume(target, reference.from_axial_first(labels), reference.geometry)
         written.append(target)
     console.log(f"wrote {len(written)} prediction(s) to {out}")
     return written
 
 
+def _prediction_file(predictions: Path, name: str) -> Path:
+    """``<name>.nii.gz`` (or ``.nii``) in ``predictions``; a missing one is an error naming it."""
+    for path in (Path(predictions) / f"{name}.nii.gz", Path(predictions) / f"{name}.nii"):
+        if path.is_file():
+            return path
+    raise DataError(Path(predictions) / f"{name}.nii.gz", f"prediction missing for case {name}")
+
+
 def evaluate_brats(predictions: Path, truth: Path) -> dict[str, Any]:
-    """Dice of WT, TC, ET per case and their means; every truth case needs a prediction."""
-    truth_files = sorted(Path(truth).glob("*/*_seg.nii*"))
+    """Dice of WT, TC, ET per case (each case with its convention's regions) and their means.
+
+    Every truth case needs a prediction; prediction and truth labels must be those of the truth's
+    convention (a stray label is an error, never background).
+    """
+    truth_files = find_truth(truth)
     if not truth_files:
-        raise DataError(truth, "no <case>/<case>_seg.nii[.gz] ground truth")
+        raise DataError(truth, "no <case>/<case>_seg.nii[.gz] or <case>/<case>-seg.nii.gz ground truth")
     rows = []
-    for seg in console.track(truth_files, "evaluate", total=len(truth_files)):
-        name = seg.parent.name
-        pred_file = next((p for p in (Path(predictions) / f"{name}.nii.gz", Path(predictions) / f"{name}.nii")
-                          if p.is_file()), None)
-        if pred_file is None:
-            raise DataError(Path(predictions) / f"{name}.nii.gz", "prediction missing")
-        gt, pred = read_volume(seg).array, read_volume(pred_file).array
+    for name, (seg, convention) in console.track(list(truth_files.items()), "evaluate", total=len(truth_files)):
+        pred_file = _prediction_file(predictions, name)
+        gt, pred = read_labels(seg, convention), read_labels(pred_file, convention)
         if gt.shape != pred.shape:
             raise DataError(pred_file, f"shape {pred.shape} differs from the truth's {gt.shape}")
-        rows.append({"case": name, **region_dice(pred, gt)})
-    return {**{k: float(np.mean([r[k] for r in rows])) for k in ("wt_dice", "tc_dice", "et_dice")},
+        rows.append({"case": name, "convention": convention, **region_dice(pred, gt, convention)})
+    return {**{k: float(sum(r[k] for r in rows) / len(rows)) for k in ("wt_dice", "tc_dice", "et_dice")},
             "n": len(rows), "cases": rows}
 
 
@@ -84,27 +112,27 @@ def ablation_study(checkpoint: Path, data: Path, truth: Path, path_name: str, de
     if path_name not in ("local", "global"):
         raise OptionError(f"--ablate {path_name}: expected local or global")
     dev = resolve_device(device)
-    model, _ = load_model(checkpoint, "brats", dev, 4)
+    model, _ = load_model(checkpoint, "brats", dev, len(MODALITIES))
     nets = [model.first, model.second] if hasattr(model, "second") else [model]
-    truths = {p.parent.name: p for p in Path(truth).glob("*/*_seg.nii*")}
+    truths = find_truth(truth)
     cases = [c for c in find_cases(data) if c.name in truths]
     if not cases:
         raise DataError(truth, f"no ground truth for the cases of {data}")
     scores: dict[str, list[dict[str, float]]] = {"intact": [], "ablated": []}
     for case in console.track(cases, f"ablate {path_name}", total=len(cases)):
-        images, _, _ = read_case(case, with_labels=False)
-        normalised, _ = normalise_brats(images)
-        gt = np.ascontiguousarray(read_volume(truths[case.name]).axial_first())
+        images, reference, _ = read_case(case, with_labels=False)
+        seg, convention = truths[case.name]
+        gt = np.moveaxis(read_labels(seg, convention), reference.axial_axis, 0)
         for mode in ("intact", "ablated"):
             hooks = []
             if mode == "ablated":
                 for net in nets:
                     module = net.local_path if path_name == "local" else net.global_path
                     hooks.append(module.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out)))
-            pred = segment_slices(model, normalised, dev, batch_size, amp_dtype(dev), [0, 1, 2, 4])
+            pred = classes_to_labels(segment_case(model, images, dev, batch_size), convention)
             for hook in hooks:
                 hook.remove()
-            scores[mode].append(region_dice(pred, gt))
+            scores[mode].append(region_dice(pred, gt, convention))
     result: dict[str, Any] = {"ablate": path_name, "n": len(cases)}
     for key in ("wt_dice", "tc_dice", "et_dice"):
         intact = float(np.mean([s[key] for s in scores["intact"]]))

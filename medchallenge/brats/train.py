@@ -190,9 +190,12 @@ class HavaeiTrainer(Trainer):
         model.load_state_dict(state["state_dict"])
 
     def checkpoint_meta(self) -> dict[str, Any]:
-        return {"channels": self.meta["channels"], "label_values": self.meta["label_values"],
+        meta = {"channels": self.meta["channels"], "label_values": self.meta["label_values"],
                 "normalisation": self.meta["normalisation"], "phase": self.options.phase,
                 "val_cases": self.val_cases, "patch_size": self.patch_size}
+        if self.challenge == "brats":  # the label convention of the training data (caches before it: 2021)
+            meta["convention"] = self.meta.get("convention", "brats2021")
+        return meta
 
     def configure_optimizers(self, model: nn.Module, steps_per_epoch: int):  # type: ignore[no-untyped-def]
         params = [p for p in model.parameters() if p.requires_grad]
@@ -225,6 +228,10 @@ class HavaeiTrainer(Trainer):
     def score_case(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         return region_dice(pred, truth)
 
+    def restrict(self, pred: np.ndarray, images: np.ndarray) -> None:
+        """Background outside the brain (all channels 0 in the cache), as ``brats predict`` writes it."""
+        pred[~(np.asarray(images) != 0).any(axis=0)] = 0
+
     def validate(self, model: nn.Module) -> dict[str, float]:
         rows = []
         for case in self.val_cases:
@@ -232,6 +239,7 @@ class HavaeiTrainer(Trainer):
             truth = np.load(self.options.cache / "labels" / f"{case}.npy")
             pred = segment_slices(model, images, self.device, self.config.batch_size // 8 or 1, self.amp_dtype,
                                   self.allowed_classes)
+            self.restrict(pred, images)
             rows.append(self.score_case(pred, truth))
         metrics = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
         metrics["mean_dice"] = float(np.nanmean(list(metrics.values())))

@@ -116,14 +116,14 @@ def train(
 def predict(
     checkpoint: CheckpointOpt,
     data: DataOpt = Path("."),
-    out: Annotated[Path, typer.Option("--out", help="Folder for segmentation-N.nii.")] = Path("predictions"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for test-segmentation-N.nii (and segmentation-N.nii with --all).")] = Path("predictions"),
     all_volumes: Annotated[bool, typer.Option("--all", help="Also the training volumes (default: test volumes).")] = False,
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "auto",
     part: PartOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Segment test-volume-N.nii into segmentation-N.nii (labels {0,1,2}, the input grid).
+    """Segment test-volume-N.nii into test-segmentation-N.nii (--all: also volume-N.nii → segmentation-N.nii).
 
     Example: medchallenge lits predict --checkpoint runs/twopath-phase1-*/best.pt --out predictions
     """
@@ -135,11 +135,11 @@ def predict(
 @app.command()
 @report_errors
 def evaluate(
-    truth: Annotated[Path, typer.Option("--truth", help="Folder of segmentation-N.nii ground truth.")],
-    predictions: Annotated[Path, typer.Option("--predictions", help="Folder of segmentation-N.nii.")] = Path("predictions"),
+    truth: Annotated[Path, typer.Option("--truth", help="Folder of (test-)segmentation-N.nii ground truth.")],
+    predictions: Annotated[Path, typer.Option("--predictions", help="Folder of (test-)segmentation-N.nii, one per truth file.")] = Path("predictions"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Liver (label ≥ 1) and tumour (label 2) Dice, per case (mean) and global (summed over cases).
+    """Liver and tumour Dice, per case (mean) and global, as the official LiTS scoring program.
 
     Example: medchallenge lits evaluate --predictions predictions --truth answers --json
     """
@@ -156,5 +156,10 @@ def evaluate(
     for column in ("", "per case", "global"):
         table.add_column(column)
     for organ in ("liver", "tumor"):
-        table.add_row(organ, f"{result[f'{organ}_dice_per_case']:.4f}", f"{result[f'{organ}_dice_global']:.4f}")
+        table.add_row(organ, *(_shown(result[f"{organ}_dice_{kind}"]) for kind in ("per_case", "global")))
     out_console.print(table)
+
+
+def _shown(value: float) -> str:
+    """A score for the table; undefined (NaN) says so."""
+    return "undefined" if value != value else f"{value:.4f}"

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medchallenge.brats.metrics import dice_from_counts, lits_case_counts
 from medchallenge.brats.predict import load_model
 from medchallenge.brats.train import segment_slices
 from medchallenge.core import console
@@ -16,15 +12,15 @@ from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
 from medchallenge.core.nifti import read_volume, write_volume
 from medchallenge.core.parts import select_part
-from medchallenge.lits.data import find_cases, read_ct
+from medchallenge.lits.data import check_label_map, find_cases, find_segmentations, read_ct
+from medchallenge.lits.metrics import LitsScores, lits_case_score
 from medchallenge.lits.train import normalise_ct
-
-SEG_RE = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
 
 
 def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 8,
                  part: str | None = None, overwrite: bool = False, test_only: bool = True) -> list[Path]:
-    """Write ``segmentation-N.nii`` (labels {0,1,2}, the volume's grid) per (test) volume."""
+    """Write each (test) volume's labels {0,1,2} on its grid under the challenge's submission name:
+    ``test-volume-N.nii`` → ``test-segmentation-N.nii``, ``volume-N.nii`` → ``segmentation-N.nii``."""
     dev = resolve_device(device)
     model, _ = load_model(checkpoint, "lits", dev, 1)
     cases = [c for c in find_cases(data) if c.test or not test_only]
@@ -32,7 +28,7 @@ def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", 
         raise DataError(data, "no test-volume-N.nii (use --all for the training volumes)")
     written = []
     for case in console.track(select_part(cases, part), "predict"):
-        target = Path(out) / f"segmentation-{case.number}.nii"
+        target = Path(out) / case.prediction_name
         if target.exists() and not overwrite:
             continue
         volume = read_ct(case.volume)
@@ -44,32 +40,34 @@ def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", 
 
 
 def evaluate_lits(predictions: Path, truth: Path) -> dict[str, Any]:
-    """Liver (label ≥ 1) and tumour (== 2) Dice per case (mean) and global (sums over cases)."""
-    truth_files = {int(m.group(1)): p for p in sorted(Path(truth).glob("segmentation-*.nii*"))
-                   if (m := SEG_RE.match(p.name))}
+    """Liver and tumour Dice per case (mean) and global, as the official scoring program
+    (:mod:`medchallenge.lits.metrics`).
+
+    Every truth file (``segmentation-N`` or ``test-segmentation-N``, ``.nii`` or ``.nii.gz``) needs
+    the prediction of the same name: a missing one stops the evaluation, as the official program
+    does. Predictions without truth are not scored.
+    """
+    truth_files = find_segmentations(truth)
     if not truth_files:
-        raise DataError(truth, "no segmentation-N.nii ground truth")
-    pred_files = {int(m.group(1)): p for p in sorted(Path(predictions).glob("segmentation-*.nii*"))
-                  if (m := SEG_RE.match(p.name))}
-    numbers = sorted(set(pred_files) & set(truth_files))
-    if not numbers:
-        raise DataError(predictions, "no segmentation-N.nii matching the truth")
-    totals = {"liver": np.zeros(3, np.int64), "tumor": np.zeros(3, np.int64)}
-    rows = []
-    for n in numbers:
-        gt, pred = read_volume(truth_files[n]).array, read_volume(pred_files[n]).array
+        raise DataError(truth, "no segmentation-N.nii / test-segmentation-N.nii ground truth")
+    pred_files = find_segmentations(predictions)
+    missing = [name for name in truth_files if name not in pred_files]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(Path(predictions) / f"{missing[0]}.nii", f"prediction missing for {missing[0]}{more}"
+                                                                 f" (ground truth in {truth})")
+    scores, rows = LitsScores(), []
+    for name in console.track(sorted(truth_files, key=_order), "evaluate", total=len(truth_files)):
+        gt = check_label_map(read_volume(truth_files[name]).array, truth_files[name])
+        pred = check_label_map(read_volume(pred_files[name]).array, pred_files[name])
         if gt.shape != pred.shape:
-            raise DataError(pred_files[n], f"shape {pred.shape} differs from the truth's {gt.shape}")
-        counts = lits_case_counts(pred, gt)
-        row: dict[str, Any] = {"case": f"segmentation-{n}"}
-        for key, value in counts.items():
-            totals[key] += value
-            row[f"{key}_dice"] = dice_from_counts(*value, empty=1.0)
-        rows.append(row)
-    return {
-        "liver_dice_per_case": float(np.mean([r["liver_dice"] for r in rows])),
-        "liver_dice_global": dice_from_counts(*totals["liver"].tolist()),
-        "tumor_dice_per_case": float(np.mean([r["tumor_dice"] for r in rows])),
-        "tumor_dice_global": dice_from_counts(*totals["tumor"].tolist()),
-        "n": len(rows), "cases": rows,
-    }
+            raise DataError(pred_files[name], f"shape {pred.shape} differs from the truth's {gt.shape}")
+        score = lits_case_score(pred, gt)
+        scores.add(score)
+        rows.append({"case": name, "liver_dice": score.liver_dice, "tumor_dice": score.tumor_dice})
+    return {**scores.summary(), "n": len(rows), "cases": rows}
+
+
+def _order(name: str) -> tuple[bool, int]:
+    """Training cases before test cases, by number."""
+    return name.startswith("test-"), int(name.rsplit("-", 1)[1])

@@ -33,7 +33,8 @@ def draw_case(size: int, n_slices: int, rng: np.random.Generator) -> tuple[np.nd
 
 def write_sample_dataset(out: Path, n_cases: int = 8, size: int = 48, n_slices: int = 8, seed: int = 0,
                          test_fraction: float = 0.3) -> dict[str, int]:
-    """``volume-N.nii`` + ``segmentation-N.nii`` (training), ``test-volume-N.nii`` (+ ``answers/segmentation-N.nii``)."""
+    """``volume-N.nii`` + ``segmentation-N.nii`` (training), ``test-volume-N.nii`` (+ ``answers/test-segmentation-N.nii``,
+    the name the prediction of ``test-volume-N.nii`` gets)."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(n_cases * test_fraction)))
@@ -46,5 +47,5 @@ def write_sample_dataset(out: Path, n_cases: int = 8, size: int = 48, n_slices: 
             write_volume(out / f"segmentation-{i}.nii", labels, geometry, compress=False)
         else:
             write_volume(out / f"test-volume-{i}.nii", hu, geometry, compress=False)
-            write_volume(out / "answers" / f"segmentation-{i}.nii", labels, geometry, compress=False)
+            write_volume(out / "answers" / f"test-segmentation-{i}.nii", labels, geometry, compress=False)
     return {"train": n_cases - n_test, "test": n_test}

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from medchallenge.brats.metrics import lits_case_counts
 from medchallenge.brats.models import InputCascadeCNN, MaxoutConv2d, TwoPathCNN, build_model, path_parameters
 from medchallenge.brats.patches import run_cases, write_case
 from medchallenge.brats.train import HavaeiOptions, HavaeiTrainer
@@ -29,6 +28,7 @@ from medchallenge.core import console
 from medchallenge.core.checkpoint import load_checkpoint
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.lits.data import LitsCase, find_cases, read_ct, read_labels
+from medchallenge.lits.metrics import lits_case_score
 
 HU_WINDOW = (-200.0, 250.0)
 TRANSFERS = ("local", "global", "both", "e2e", "none")
@@ -163,5 +163,10 @@ class LitsTrainer(HavaeiTrainer):
         return {**super().checkpoint_meta(), "transfer": self.options.transfer, "hu_window": list(HU_WINDOW)}
 
     def score_case(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
-        counts = lits_case_counts(pred, truth)
-        return {f"{k}_dice": (1.0 if p + t == 0 else 2 * i / (p + t)) for k, (i, p, t) in counts.items()}
+        """The official per-case rule (:mod:`medchallenge.lits.metrics`), so the best checkpoint is
+        the best by the challenge's score."""
+        score = lits_case_score(pred, truth)
+        return {"liver_dice": score.liver_dice, "tumor_dice": score.tumor_dice}
+
+    def restrict(self, pred: np.ndarray, images: np.ndarray) -> None:
+        """CT has no brain mask: predictions are scored as they are."""

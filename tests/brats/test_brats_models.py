@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from medchallenge.brats.metrics import lits_case_counts, region_dice
+from medchallenge.brats.metrics import region_dice
 from medchallenge.brats.models import InputCascadeCNN, MaxoutConv2d, TwoPathCNN, path_parameters
 from medchallenge.brats.train import extract_patch, segment_slices
 from medchallenge.lits.train import adapt_input_layer, set_trainable, transfer_from_brats
@@ -91,7 +91,7 @@ def test_ct_input_adaptation_keeps_the_replicated_response() -> None:
     assert conv.conv.weight.shape[1] == 4
 
 
-def test_region_dice_and_lits_counts() -> None:
+def test_region_dice() -> None:
     truth = np.array([0, 1, 2, 4, 4, 0])
     pred = np.array([0, 1, 2, 2, 4, 0])
     d = region_dice(pred, truth)
@@ -100,10 +100,3 @@ def test_region_dice_and_lits_counts() -> None:
     assert d["et_dice"] == pytest.approx(2 * 1 / (1 + 2))
     assert region_dice(np.zeros(3), np.zeros(3))["et_dice"] == 1.0  # both empty
     assert region_dice(np.array([4, 0]), np.zeros(2))["et_dice"] == 0.0  # prediction only
-    # per case vs global on two cases
-    a_t, a_p = np.array([1, 1, 2, 0]), np.array([1, 1, 2, 0])
-    b_t, b_p = np.array([1, 0, 0, 0]), np.array([0, 0, 0, 1])
-    ca, cb = lits_case_counts(a_p, a_t)["liver"], lits_case_counts(b_p, b_t)["liver"]
-    per_case = np.mean([2 * c[0] / (c[1] + c[2]) for c in (ca, cb)])
-    glob = 2 * (ca[0] + cb[0]) / (ca[1] + cb[1] + ca[2] + cb[2])
-    assert per_case == pytest.approx(0.5) and glob == pytest.approx(6 / 8)

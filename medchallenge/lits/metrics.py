@@ -1,0 +1,75 @@
+"""LiTS liver and tumour Dice, per case and global, exactly as the official scoring program.
+
+Reference: PatrickChrist/lits-challenge-scoring ``program/evaluate.py`` (with
+``program/helpers/calc_metric.py``, whose ``dice`` is medpy's ``dc``: 0 when both masks are empty).
+Per volume, with ``P`` the prediction and ``T`` the truth label maps:
+
+- liver masks are ``P >= 1`` and ``T >= 1``; tumour masks ``P == 2`` and ``T == 2``;
+- ``liver_prediction_exists = any(P == 1)``: without a voxel labelled 1 the case's liver Dice is
+  0, even when label 2 overlaps the liver or when neither has any liver;
+- tumour Dice per case is 1 when both tumour masks are empty, else the Dice (0 if one is empty);
+- "Dice global" pools intersections ``I`` and sizes ``S`` over cases, ``2·I / S``; for a case
+  without liver prediction only the truth's liver voxels are added to ``S`` (nothing to ``I``).
+  With ``S = 0`` over all cases (no tumour anywhere) the official division fails: undefined, NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class LitsCaseScore:
+    """One volume's per-case Dice and its contribution to the global Dice (``I`` and ``S``)."""
+
+    liver_dice: float
+    tumor_dice: float
+    liver_is: tuple[int, int]
+    tumor_is: tuple[int, int]
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, int, int]:
+    """(Dice with 0 for two empty masks — medpy's ``dc`` —, |P∩T|, |P|+|T|)."""
+    inter = int(np.count_nonzero(pred & truth))
+    size = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
+    return (2.0 * inter / size if size else 0.0), inter, size
+
+
+def lits_case_score(pred: np.ndarray, truth: np.ndarray) -> LitsCaseScore:
+    """The official per-volume scores of two label maps of the same shape (labels 0, 1, 2)."""
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    pred_tumor, true_tumor = pred == 2, truth == 2
+    tumor_dice, t_inter, t_size = _dice(pred_tumor, true_tumor)
+    if not pred_tumor.any() and not true_tumor.any():
+        tumor_dice = 1.0  # the official per-case rule for a volume without tumour on either side
+    true_liver = truth >= 1
+    if np.any(pred == 1):
+        liver_dice, l_inter, l_size = _dice(pred >= 1, true_liver)
+    else:
+        liver_dice, l_inter, l_size = 0.0, 0, int(np.count_nonzero(true_liver))
+    return LitsCaseScore(liver_dice, tumor_dice, (l_inter, l_size), (t_inter, t_size))
+
+
+@dataclass
+class LitsScores:
+    """Per-case mean and global Dice of liver and tumour over a set of volumes."""
+
+    cases: list[LitsCaseScore] = field(default_factory=list)
+
+    def add(self, score: LitsCaseScore) -> None:
+        self.cases.append(score)
+
+    def summary(self) -> dict[str, float]:
+        """``liver_dice_per_case``, ``liver_dice_global``, ``tumor_dice_per_case``, ``tumor_dice_global``
+        (NaN where undefined: no case, or a global Dice with nothing on either side)."""
+        out = {}
+        for organ in ("liver", "tumor"):
+            per_case = [getattr(c, f"{organ}_dice") for c in self.cases]
+            inter = sum(getattr(c, f"{organ}_is")[0] for c in self.cases)
+            size = sum(getattr(c, f"{organ}_is")[1] for c in self.cases)
+            out[f"{organ}_dice_per_case"] = sum(per_case) / len(per_case) if per_case else float("nan")
+            out[f"{organ}_dice_global"] = 2.0 * inter / size if size else float("nan")
+        return out
