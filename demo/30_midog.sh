@@ -12,4 +12,8 @@ medchallenge midog train --backbone resnet18 --no-pretrained --patch-size 96 --p
 TEST_IDS=$(python3 -c "import json; print(','.join(str(i['id']) for i in json.load(open('answers/MIDOG.json'))['images']))")
 medchallenge midog predict --checkpoint runs/demo/best.pt --ids "$TEST_IDS" --threshold auto --out detections.json
 medchallenge midog evaluate --detections detections.json --truth answers/MIDOG.json
-echo "MIDOG outputs: $OUT/{runs/demo,detections.json,evaluation}"
+# the same detections as the reference container writes them (millimetres, from each TIFF's 0.25 µm/px)
+medchallenge midog predict --checkpoint runs/demo/best.pt --ids "$TEST_IDS" --threshold auto --format grand-challenge \
+  --out submission-gc/detections.json
+medchallenge midog evaluate --detections submission-gc/detections.json --truth answers/MIDOG.json --data .
+echo "MIDOG outputs: $OUT/{runs/demo,detections.json,evaluation,submission-gc}"
