@@ -66,7 +66,7 @@ def tile(
     data: DataOpt = Path("."),
     out: OutOpt = None,
     split: Annotated[str, typer.Option("--split", help="train (train.csv, with masks) or test (test.csv).")] = "train",
-    level: Annotated[int, typer.Option("--level", min=0, help="Pyramid level to cut tiles from.")] = 1,
+    level: Annotated[str, typer.Option("--level", help="Pyramid level to cut tiles from (0 = full resolution), or auto: level 1 where every slide has it, else the nearest level all have.")] = "1",
     n_tiles: Annotated[int, typer.Option("--n-tiles", min=1, help="Tiles kept per slide.")] = 36,
     tile_size: Annotated[int, typer.Option("--tile-size", min=8, help="Tile width and height, px.")] = 256,
     mode: Annotated[int, typer.Option("--mode", help="0: grid from the padded corner; 2: shifted by half a tile.")] = 0,
@@ -80,7 +80,7 @@ def tile(
     Example: medchallenge panda tile --level 1 --n-tiles 36
     """
     from medchallenge.core.errors import OptionError
-    from medchallenge.panda.tiles import tile_slides
+    from medchallenge.panda.tiles import parse_level, tile_slides
 
     if split not in ("train", "test"):
         raise OptionError(f"--split {split}: expected train or test")
@@ -88,7 +88,7 @@ def tile(
         raise OptionError(f"--mode {mode}: expected 0 or 2")
     if out is None:
         out = data / ("tiles" if split == "train" else "tiles_test")
-    tile_slides(data, out, split=split, level=level, n_tiles=n_tiles, tile_size=tile_size, mode=mode,
+    tile_slides(data, out, split=split, level=parse_level(level), n_tiles=n_tiles, tile_size=tile_size, mode=mode,
                 workers=workers, part=part, skip_missing=skip_missing, overwrite=overwrite)
 
 

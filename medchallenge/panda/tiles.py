@@ -17,7 +17,8 @@ outside the image are white by construction and need no read. The result equals
 
 Cache layout (one folder per tiling setting)::
 
-    meta.json       split, level, tile_size, n_tiles, mode, downsample
+    meta.json       split, level (the level used), level_option (what --level said: a number or
+                    "auto"), tile_size, n_tiles, mode, downsample
     index.csv       image_id, data_provider, isup_grade (empty when unknown), n_tissue, has_mask
     tiles.csv       image_id, rank, x, y, fill  (x, y: top-left in level-0 px; fill: white filler)
     slides/{id}.npz tiles (N×T×T×3 uint8), masks (N×T×T uint8, when a mask exists), xs, ys, fill
@@ -45,6 +46,8 @@ from medchallenge.panda.data import MASK_CLASSES, mask_path, read_test_csv, read
 
 TISSUE_MEAN = 240.0
 """A tile carries tissue when its mean intensity (0–255, over RGB) is below this."""
+PREFERRED_LEVEL = 1
+"""The level ``--level auto`` takes when every slide has it (PANDA's 4× level, the baseline's)."""
 CANDIDATE_MARGIN = 4.0
 """Estimated-mean margin (intensity units) above the N-th estimate within which tiles are read;
 the estimate from a 4× coarser level was within 0.3 of the exact mean on the benchmark slides."""
@@ -181,7 +184,8 @@ def tile_slide(
         raise OptionError(f"--mode {mode}: expected 0 or 2")
     with open_slide(slide_file) as slide:
         if level >= slide.level_count:
-            raise DataError(slide_file, f"has {slide.level_count} level(s), --level {level} asked for")
+            raise DataError(slide_file, f"has {slide.level_count} level(s), --level {level} asked for"
+                                        " (--level auto takes the nearest level every slide has)")
         width, height = slide.level_dimensions[level]
         grid = Grid.of(height, width, tile_size, mode)
         n_grid = grid.rows * grid.cols
@@ -234,7 +238,7 @@ def tile_slide(
 def _cut_masks(mask_file: Path, level: int, xs: np.ndarray, ys: np.ndarray, fill: np.ndarray, tile: int,
                provider: str | None) -> np.ndarray:
     masks = np.zeros((len(xs), tile, tile), dtype=np.uint8)
-    with open_slide(mask_file) as mask:
+    with open_slide(mask_file, labels=True) as mask:
         if level >= mask.level_count:
             raise DataError(mask_file, f"has {mask.level_count} level(s), --level {level} asked for")
         for k in np.flatnonzero(~fill):
@@ -381,11 +385,55 @@ def _rebuild_tables(out: Path, frame: pd.DataFrame) -> None:
     write_csv(out / "tiles.csv", pd.DataFrame(tile_rows, columns=["image_id", "rank", "x", "y", "fill"]))
 
 
+def parse_level(text: str | int) -> int | str:
+    """``--level``: a level number (0 = full resolution) or ``auto``."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise OptionError(f"--level {text}: expected a level number (0, 1, ...) or auto")
+
+
+def resolve_level(slides: list[Path], level: int | str) -> int:
+    """The level to tile: ``level`` itself, or for ``auto`` :data:`PREFERRED_LEVEL` when every slide
+    has it, else the nearest level every slide has (the deepest of the slide with fewest levels).
+
+    One level for the whole cache (all slides of the split, whatever ``--part``), so every tile has
+    the same magnification and every part of an array job resolves the same level; logged.
+    """
+    if level != "auto":
+        return int(level)
+    counts: dict[Path, int] = {}
+    for path in slides:
+        with open_slide(path) as slide:
+            counts[path] = slide.level_count
+    if not counts:
+        return PREFERRED_LEVEL
+    fewest = min(counts, key=lambda p: counts[p])
+    used = min(PREFERRED_LEVEL, counts[fewest] - 1)
+    why = (f"every slide has level {PREFERRED_LEVEL}" if used == PREFERRED_LEVEL
+           else f"{fewest.name} has {counts[fewest]} level(s), no level {PREFERRED_LEVEL}")
+    console.log(f"--level auto: tiling level {used} ({why})")
+    return used
+
+
+def _check_settings(meta_file: Path, settings: dict[str, Any]) -> None:
+    """An existing cache must have been tiled with the same settings (else: use another --out)."""
+    if not meta_file.is_file():
+        return
+    old = json.loads(meta_file.read_text())
+    differ = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
+    if differ:
+        detail = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in differ.items())
+        raise OptionError(f"{meta_file.parent} holds tiles made with {detail}: use another --out")
+
+
 def tile_slides(
     data: Path,
     out: Path,
     split: str = "train",
-    level: int = 1,
+    level: int | str = 1,
     n_tiles: int = 36,
     tile_size: int = 256,
     mode: int = 0,
@@ -396,20 +444,22 @@ def tile_slides(
 ) -> Path:
     """Tile every slide of ``split`` into the cache ``out``; reruns skip finished slides.
 
+    ``level``: a level number, or ``"auto"`` (see :func:`resolve_level`).
+
     Raises:
-        DataError: a bad CSV, a missing slide (unless ``skip_missing``), an unreadable slide or mask.
+        DataError: a bad CSV, a missing slide (unless ``skip_missing``), an unreadable slide or mask,
+            a slide without the level asked for.
         OptionError: ``out`` holds a cache tiled with other settings.
     """
     data, out = Path(data), Path(out)
     frame = read_train_csv(data / "train.csv") if split == "train" else read_test_csv(data / "test.csv")
-    settings = {"split": split, "level": level, "tile_size": tile_size, "n_tiles": n_tiles, "mode": mode}
+    level_option = parse_level(level)
+    if level_option == "auto":
+        present = [slide_path(data, split, i) for i in frame["image_id"]]
+        level = resolve_level([p for p in present if p.is_file()], level_option)
+    settings = {"split": split, "level": int(level), "tile_size": tile_size, "n_tiles": n_tiles, "mode": mode}
     meta_file = out / "meta.json"
-    if meta_file.is_file():
-        old = json.loads(meta_file.read_text())
-        differ = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-        if differ:
-            detail = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in differ.items())
-            raise OptionError(f"{out} holds tiles made with {detail}: use another --out")
+    _check_settings(meta_file, settings)
     (out / "slides").mkdir(parents=True, exist_ok=True)
     removed = remove_partials(out)
     if removed:
@@ -428,15 +478,16 @@ def tile_slides(
             continue
         mask = mask_path(data, row.image_id) if split == "train" else None
         jobs.append({"image_id": row.image_id, "slide": slide, "mask": mask if mask and mask.is_file() else None,
-                     "provider": row.data_provider, "out": target, "level": level, "n_tiles": n_tiles,
+                     "provider": row.data_provider, "out": target, "level": int(level), "n_tiles": n_tiles,
                      "tile_size": tile_size, "mode": mode})
     if missing:
         console.warn(f"{len(missing)} slide(s) missing on disk, skipped: {', '.join(missing[:5])}")
     downsample = None
     if jobs:
         with open_slide(jobs[0]["slide"]) as slide:
-            downsample = slide.level_downsamples[level] if level < slide.level_count else None
-    write_json(meta_file, {**settings, "downsample": downsample, "data": str(data.resolve())})
+            downsample = slide.level_downsamples[int(level)] if int(level) < slide.level_count else None
+    write_json(meta_file, {**settings, "level_option": level_option, "downsample": downsample,
+                           "data": str(data.resolve())})
     console.log(f"tiling {len(jobs)} slide(s) of {split} (level {level}, {n_tiles}×{tile_size} px, mode {mode}) → {out}")
     results = map_jobs(_tile_one, jobs, workers, "tile")
     white = [r[0] for r in results if r[3]]
