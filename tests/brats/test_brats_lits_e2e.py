@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medchallenge.cli import app
+from medchallenge.core.checkpoint import load_checkpoint
 from medchallenge.core.nifti import Geometry, read_geometry, write_volume
 
 COMMON = ["--patches-per-epoch", "512", "--batch-size", "64", "--device", "cpu", "--workers", "0"]
@@ -43,6 +44,9 @@ def test_brats_held_out(brats: Path) -> None:
     study = json.loads(_ok(["brats", "evaluate", "--truth", str(brats / "answers"), "--ablate", "global",
                             "--checkpoint", str(brats / "p2" / "best.pt"), "--data", str(brats), "--json"]))
     assert study["n"] == 3 and study["wt_dice"]["intact"] == pytest.approx(metrics["wt_dice"])
+    assert {r["convention"] for r in metrics["cases"]} == {"brats2021"}
+    assert json.loads((brats / "patches" / "meta.json").read_text())["convention"] == "brats2021"
+    assert load_checkpoint(brats / "p2" / "best.pt")["meta"]["convention"] == "brats2021"
     name = metrics["cases"][0]["case"]
     assert read_geometry(brats / "pred" / f"{name}.nii.gz").same_grid(
         read_geometry(brats / name / f"{name}_flair.nii.gz"))
@@ -61,6 +65,8 @@ def test_lits_transfer_from_brats(brats: Path, tmp_path: Path) -> None:
     assert set(metrics) >= {"liver_dice_per_case", "liver_dice_global", "tumor_dice_per_case", "tumor_dice_global",
                             "cases"}
     assert metrics["liver_dice_global"] > 0.4, metrics
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(
+        p.name for p in (tmp_path / "answers").iterdir())  # test-segmentation-N.nii, one per test volume
 
 
 def test_bad_input(brats: Path, tmp_path: Path) -> None:
