@@ -241,3 +241,14 @@ def test_mixed_namings_in_one_dataset_are_refused_by_tile(real2023: Path, tmp_pa
     _hand_built_2021(real2023, seg=np.zeros((6, 20, 24)))
     code, output = _run("brats", "tile", "--data", str(real2023), "--out", str(tmp_path / "cache"))
     assert code == 2 and "2021 and the 2023" in output, output
+
+
+def test_a_cache_keeps_one_convention(real2023: Path, tmp_path: Path) -> None:
+    _hand_built_2021(tmp_path / "old", seg=np.zeros((6, 20, 24)))
+    cache = tmp_path / "cache"
+    code, output = _run("brats", "tile", "--data", str(tmp_path / "old"), "--out", str(cache))
+    assert code == 0, output
+    assert json.loads((cache / "meta.json").read_text())["convention"] == "brats2021"
+    code, output = _run("brats", "tile", "--data", str(real2023), "--out", str(cache))
+    assert code == 2 and "meta.json" in output and "brats2023" in output, output
+    assert not (cache / "images" / f"{CASE}.npy").exists()
