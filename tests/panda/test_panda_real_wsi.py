@@ -168,3 +168,22 @@ def test_sixteen_bit_slide_is_refused_by_tile(tmp_path: Path, runner: CliRunner)
     line = _error_line(result.output)
     assert f"{image_id}.tiff: not an 8-bit RGB(A) brightfield slide (uint16, 3 samples per pixel, photometric RGB)" in line
     assert not list((data / "tiles" / "slides").glob("*"))
+
+
+def test_greyscale_label_mask_is_cut_with_the_tiles(tmp_path: Path) -> None:
+    """A mask stored as 8-bit greyscale (not RGB) is a label image, not a refused slide."""
+    from medchallenge.core.wsi import write_pyramid_tiff
+
+    rgb = np.full((128, 128, 3), 255, np.uint8)
+    rgb[:64, :64] = (120, 40, 90)
+    labels = np.zeros((128, 128), np.uint8)
+    labels[:64, :64] = 2
+    write_pyramid_tiff(tmp_path / "s.tiff", rgb, downsamples=(1,), tile=64)
+    tifffile.imwrite(tmp_path / "m.tiff", labels, photometric="minisblack", tile=(64, 64))
+    result = tile_slide(tmp_path / "s.tiff", level=0, n_tiles=2, tile_size=64, mask_file=tmp_path / "m.tiff",
+                        provider="karolinska")
+    assert result.masks is not None
+    for k in range(2):
+        x, y = int(result.xs[k]), int(result.ys[k])
+        assert np.array_equal(result.masks[k], labels[y : y + 64, x : x + 64])
+    assert result.masks[0].max() == 2
