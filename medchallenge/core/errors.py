@@ -22,7 +22,14 @@ class DataError(MedchallengeError):
     def __init__(self, path: str | Path | None, problem: str) -> None:
         self.path = None if path is None else Path(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+        super().__init__(f"{_shown(self.path)}: {problem}" if self.path is not None else problem)
+
+
+def _shown(path: Path) -> str:
+    """The path as text; quoted (repr) when it holds a newline or other control character, so the
+    error stays one line whatever a folder is called."""
+    text = str(path)
+    return repr(text) if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
 
 
 class OptionError(MedchallengeError):

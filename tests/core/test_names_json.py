@@ -55,3 +55,9 @@ def test_strict_json_writes_null_for_undefined_numbers(tmp_path) -> None:
     write_json(tmp_path / "metrics.json", obj)
     on_disk = (tmp_path / "metrics.json").read_text()
     assert json.loads(on_disk, parse_constant=lambda c: pytest.fail(c))["qwk"] is None
+
+
+def test_data_error_stays_one_line_for_a_path_with_a_newline() -> None:
+    err = DataError("data/case_00001\n", "not a case folder")
+    assert "\n" not in str(err) and str(err) == "'data/case_00001\\n': not a case folder"
+    assert str(DataError("data/case_00001", "x")) == "data/case_00001: x"
