@@ -208,6 +208,13 @@ class SlideReader:
         """``tifffile`` or ``openslide``."""
         return "openslide" if self._osr is not None else "tifffile"
 
+    @property
+    def tiled(self) -> bool:
+        """True when every level is read tile by tile (tiled TIFF pages): a read decodes only what it touches."""
+        return self._osr is None and all(p.is_tiled and p.planarconfig == 1 for p in self._pages)
+
+    _tiled = tiled  # the earlier private name (MIDOG's tests check it)
+
     def read_region(self, x0: int, y0: int, level: int, width: int, height: int, fill: int = 255) -> np.ndarray:
         """Read ``height×width×3`` uint8 RGB of ``level``'s stored pixels; (x0, y0) is the top-left in level-0 px.
 

@@ -285,3 +285,13 @@ def test_real_unreadable_svs_is_one_data_error(realdata: Path) -> None:
         slide.read_level(0)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
     assert "Bogus marker length" in str(err.value)
+
+
+def test_tiled_flag(tmp_path: Path) -> None:
+    """``tiled``: reads decode only the TIFF tiles they touch (a stripped page is decoded whole)."""
+    import tifffile
+
+    write_pyramid_tiff(tmp_path / "tiled.tiff", _image(256), downsamples=(1, 4), tile=64)
+    tifffile.imwrite(tmp_path / "strips.tiff", _image(64), photometric="rgb")
+    with open_slide(tmp_path / "tiled.tiff") as tiled, open_slide(tmp_path / "strips.tiff") as strips:
+        assert tiled.tiled and not strips.tiled
