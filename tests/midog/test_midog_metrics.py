@@ -20,7 +20,7 @@ def test_real_midog_json(realdata: Path) -> None:
     assert sum(len(i.mitoses) for i in images.values()) == 1721
     assert all(not images[k].annotated for k in range(151, 201))
     assert len(annotated_images(images)) == 150
-    for img in images.values():  # border-crossing boxes clipped: centres inside the image
+    for img in images.values():  # border-crossing boxes keep their own centre, which lies inside the image
         if len(img.mitoses):
             assert (img.mitoses[:, 0] <= img.width).all() and (img.mitoses[:, 1] <= img.height).all()
     assert images[1].scanner == "Hamamatsu XR" and images[120].scanner == "Aperio CS2"

@@ -83,9 +83,16 @@ def test_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "evaluation" / "crops.png").is_file()
     assert set(metrics) >= {"tp", "fp", "fn", "precision", "recall", "f1", "by_scanner"}
     assert metrics["f1"] > 0.1, metrics
+    first = next(r for r in json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["images"]
+                 if r["image"] == f"{test_ids[0]:03d}.tiff")
     _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids",
-         str(test_ids[0]), "--format", "grand-challenge", "--out", str(tmp_path / "gc.json"), "--device", "cpu"])
+         str(test_ids[0]), "--format", "grand-challenge", "--threshold", "auto", "--out", str(tmp_path / "gc.json"),
+         "--device", "cpu"])
     assert json.loads((tmp_path / "gc.json").read_text())[f"{test_ids[0]:03d}.tiff"]["type"] == "Multiple points"
+    # the same detections in millimetres (the sample's TIFFs carry 0.25 µm/px) score the same
+    gc = json.loads(_ok(["midog", "evaluate", "--detections", str(tmp_path / "gc.json"), "--truth",
+                         str(data / "answers" / "MIDOG.json"), "--data", str(data), "--json"]))
+    assert gc["format"] == "grand-challenge" and [gc[k] for k in ("tp", "fp", "fn")] == [first[k] for k in ("tp", "fp", "fn")]
 
 
 def test_tile_rewrites_as_tiled_tiff(tmp_path: Path) -> None:
@@ -98,7 +105,7 @@ def test_tile_rewrites_as_tiled_tiff(tmp_path: Path) -> None:
     (data / "MIDOG.json").write_text("{}")
     _ok(["midog", "tile", "--data", str(data), "--out", str(tmp_path / "tiles")])
     with open_slide(tmp_path / "tiles" / "001.tiff") as reader:
-        assert reader._tiled
+        assert reader.tiled
         np.testing.assert_array_equal(reader.read_region(10, 20, 0, 64, 32), image[20:52, 10:74])
     assert (tmp_path / "tiles" / "MIDOG.json").is_file()
 
