@@ -56,11 +56,26 @@ class _PlainFormatter(logging.Formatter):
         return f"{stamp} {level}{record.getMessage()}"
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a line is logged.
+
+    A handler bound to the stream of the first call keeps writing to it after it is replaced or
+    closed (test runners, notebooks, a command called from Python twice), which loses the lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Configure the package logger once: one plain timestamped line per message on stderr."""
     if getattr(logger, "_medchallenge_configured", False):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(_PlainFormatter())
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)

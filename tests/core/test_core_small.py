@@ -140,3 +140,29 @@ def test_report_errors_exit_2_one_line() -> None:
     assert result.exit_code == 2
     assert result.output.strip() == "error: data/x.csv: broken on purpose"
     assert CliRunner().invoke(app, ["ok"]).exit_code == 0
+
+
+def test_log_lines_follow_the_current_stderr(monkeypatch) -> None:
+    import io
+    import sys
+
+    from medchallenge.core import console
+
+    saved = list(console.logger.handlers)
+    for handler in saved:
+        console.logger.removeHandler(handler)
+    monkeypatch.setattr(console.logger, "_medchallenge_configured", False, raising=False)
+    try:
+        first, second = io.StringIO(), io.StringIO()
+        monkeypatch.setattr(sys, "stderr", first)
+        console.log("first")  # the logger is configured while stderr is `first`
+        first_text = first.getvalue()
+        first.close()  # as CliRunner closes its stream after an invocation
+        monkeypatch.setattr(sys, "stderr", second)
+        console.log("second line")
+        assert "first" in first_text and "second line" in second.getvalue()
+    finally:
+        for handler in list(console.logger.handlers):
+            console.logger.removeHandler(handler)
+        for handler in saved:
+            console.logger.addHandler(handler)
