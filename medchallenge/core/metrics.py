@@ -26,21 +26,29 @@ def confusion_matrix(truth: Sequence[int] | np.ndarray, pred: Sequence[int] | np
 def quadratic_weighted_kappa(truth: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray, n_classes: int) -> float:
     """Cohen's kappa with quadratic weights over labels 0..n_classes-1 (PANDA's metric).
 
-    kappa = 1 - sum(W*O) / sum(W*E), W_ij = (i-j)^2 / (n-1)^2, O the confusion matrix, E the outer
-    product of its marginals scaled to O's total. Equals scikit-learn's
-    ``cohen_kappa_score(weights="quadratic", labels=range(n))``; 1.0 when both agree perfectly,
-    and 0.0 when the expected disagreement is zero (all one class on both sides, but disagreeing).
+    kappa = 1 - sum(W*O) / sum(W*E), W_ij = (i-j)^2, O the confusion matrix, E the outer product
+    of its marginals scaled to O's total. Equals scikit-learn's
+    ``cohen_kappa_score(weights="quadratic", labels=range(n))``, the call PANDA's organisers make,
+    computed in the same order so that the floats agree, edge cases included:
+
+    - NaN (undefined) when sum(W*E) is 0, i.e. truth and prediction are all one and the same
+      class (sklearn's ``replace_undefined_by=np.nan``; before sklearn 1.6, 0/0 = NaN too);
+    - 0.0 when each side is a single class but they differ (E equals O then);
+    - NaN for no items at all (sklearn raises there; callers refuse empty inputs first).
+
+    No warning is emitted for the undefined cases (stderr stays clean for batch jobs).
     """
     observed = confusion_matrix(truth, pred, n_classes).astype(np.float64)
     total = observed.sum()
     if total == 0:
         return float("nan")
-    idx = np.arange(n_classes)
-    weights = (idx[:, None] - idx[None, :]) ** 2 / max(1, (n_classes - 1) ** 2)
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0)) / total
+    idx = np.arange(n_classes, dtype=np.float64)
+    weights = (idx[None, :] - idx[:, None]) ** 2
+    # sklearn's order: outer(column sums, row sums); W is symmetric, so the value is the same.
+    expected = np.outer(observed.sum(axis=0), observed.sum(axis=1)) / total
     denom = (weights * expected).sum()
-    if denom == 0:
-        return 1.0 if (weights * observed).sum() == 0 else 0.0
+    if denom == 0:  # a sum of non-negative terms: exactly 0 only when one class is on both sides
+        return float("nan")
     return float(1.0 - (weights * observed).sum() / denom)
 
 

@@ -15,10 +15,31 @@ from pathlib import Path
 import numpy as np
 
 from medchallenge.core.errors import DataError
+from medchallenge.core.names import check_name
 from medchallenge.core.nifti import Volume, read_geometry, read_volume
 
 LABELS = {0: "background", 1: "kidney", 2: "tumor"}
-CASE_RE = re.compile(r"^case_(\d{5})$")
+CASE_PATTERN = re.compile(r"case_[0-9]{5}")
+"""A KiTS case name, matched whole: ASCII digits only (``\\d`` would take other scripts' digits, and
+``$`` a trailing newline, both of which ``int`` accepts and a path would carry)."""
+
+
+def looks_like_case(name: str) -> bool:
+    """Whether a folder entry is meant as a case (``case_…``): such names must then fit ``case_XXXXX``."""
+    return name.lower().startswith("case_")
+
+
+def check_case_name(name: str, source: str | Path, what: str = "case folder") -> int:
+    """The number of a ``case_XXXXX`` name; any other name is a DataError (exit 2) naming ``source``."""
+    check_name(name, source, what=what, pattern=CASE_PATTERN)
+    return int(name[5:])
+
+
+def case_name(number: int, source: str | Path = "--cases") -> str:
+    """``case_XXXXX`` of a requested case number, checked (a number beyond five digits has no case)."""
+    name = f"case_{number:05d}"
+    check_case_name(name, source, what="case")
+    return name
 
 
 @dataclass(frozen=True)
@@ -34,7 +55,7 @@ class Case:
 def data_root(data: str | Path) -> Path:
     """The folder holding the ``case_XXXXX`` folders (``DATA/data`` when it exists)."""
     data = Path(data)
-    if (data / "data").is_dir() and not any(CASE_RE.match(p.name) for p in data.iterdir() if p.is_dir()):
+    if (data / "data").is_dir() and not any(looks_like_case(p.name) for p in data.iterdir() if p.is_dir()):
         return data / "data"
     return data
 
@@ -43,18 +64,19 @@ def find_cases(data: str | Path, numbers: list[int] | None = None, need_segmenta
     """The cases under ``data`` (sorted), optionally only ``numbers`` and only those with labels.
 
     Raises:
-        DataError: no case folder at all, a case folder without ``imaging.nii.gz``, or a requested
-            case that does not exist.
+        DataError: no case folder at all, a ``case_…`` folder whose name is not ``case_XXXXX``, a
+            case folder without ``imaging.nii.gz``, or a requested case that does not exist.
     """
     root = data_root(data)
     if not root.is_dir():
         raise DataError(root, "dataset folder not found")
+    for number in numbers or []:
+        case_name(number)
     cases = []
     for folder in sorted(root.iterdir()):
-        match = CASE_RE.match(folder.name)
-        if not (folder.is_dir() and match):
-            continue
-        number = int(match.group(1))
+        if not (folder.is_dir() and looks_like_case(folder.name)):
+            continue  # kits.json and other entries of the real data/ folder
+        number = check_case_name(folder.name, root)  # the folder named in the message, quoted
         if numbers is not None and number not in numbers:
             continue
         imaging = folder / "imaging.nii.gz"

@@ -17,38 +17,66 @@ import pandas as pd
 from medchallenge.core import console
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import write_csv, write_json
+from medchallenge.core.names import check_name
 from medchallenge.core.nifti import read_volume
-from medchallenge.kits.data import check_labels, data_root
+from medchallenge.kits.data import case_name, check_case_name, check_labels, data_root, looks_like_case
 from medchallenge.kits.metrics import CaseScore, score_case, summarise
 
-FLAT_RE = re.compile(r"^(?:case|segmentation)_(\d{5})\.nii(?:\.gz)?$")
+FLAT_PATTERN = re.compile(r"(?:case|segmentation)_([0-9]{5})\.nii(?:\.gz)?")
+PREDICTION_PATTERN = re.compile(r"prediction_([0-9]{5})\.nii\.gz")
 
 
 def truth_files(truth: Path) -> dict[int, Path]:
-    """Case number → label file under ``truth`` (either layout)."""
+    """Case number → label file under ``truth`` (either layout).
+
+    Entries named like a case (``case_…``, ``segmentation_…``) must fit the layout's pattern: a
+    misnamed truth file is an error (exit 2) naming it, never a case silently left out.
+    """
     root = data_root(truth)
     found: dict[int, Path] = {}
     if not root.is_dir():
         raise DataError(root, "truth folder not found")
     for path in sorted(root.iterdir()):
-        if path.is_dir() and re.match(r"^case_\d{5}$", path.name) and (path / "segmentation.nii.gz").is_file():
-            found[int(path.name[5:])] = path / "segmentation.nii.gz"
-        elif path.is_file() and (match := FLAT_RE.match(path.name)):
-            found[int(match.group(1))] = path
+        if path.is_dir() and looks_like_case(path.name):
+            number = check_case_name(path.name, root)
+            label_file = path / "segmentation.nii.gz"
+            if not label_file.is_file():
+                continue  # a test case's folder: imaging only
+        elif path.is_file() and path.name.lower().startswith(("case_", "segmentation_")):
+            check_name(path.name, root, what="truth file", pattern=FLAT_PATTERN)
+            number, label_file = int(path.name.split("_", 1)[1][:5]), path
+        else:
+            continue
+        if number in found:
+            raise DataError(label_file, f"a second truth file for case_{number:05d} (also {found[number]})")
+        found[number] = label_file
     if not found:
         raise DataError(root, "no ground-truth label files (case_XXXXX/segmentation.nii.gz or case_XXXXX.nii.gz)")
     return found
 
 
+def check_prediction_names(predictions: Path) -> None:
+    """Refuse a ``prediction_…`` file not named ``prediction_XXXXX.nii.gz`` (it would be ignored, and
+    its case scored as all background)."""
+    if not Path(predictions).is_dir():
+        return
+    for path in sorted(Path(predictions).iterdir()):
+        if path.name.lower().startswith("prediction"):
+            check_name(path.name, predictions, what="prediction file", pattern=PREDICTION_PATTERN)
+
+
 def evaluate_folder(predictions: Path, truth: Path, cases: list[int] | None = None) -> tuple[dict, list[CaseScore]]:
     """Score every truth case; returns (summary as printed by ``--json``, per-case scores)."""
     files = truth_files(truth)
+    check_prediction_names(predictions)
     numbers = sorted(files) if cases is None else cases
+    for number in numbers:
+        case_name(number)
     scores = []
     missing = []
     for number in console.track(numbers, "evaluate", total=len(numbers)):
         if number not in files:
-            raise DataError(truth, f"no ground truth for case_{number:05d}")
+            raise DataError(truth, f"no ground truth for {case_name(number)}")
         gt = check_labels(read_volume(files[number]).array, files[number])
         pred_file = Path(predictions) / f"prediction_{number:05d}.nii.gz"
         if pred_file.is_file():

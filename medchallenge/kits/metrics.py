@@ -42,7 +42,9 @@ class CaseScore:
 
     @property
     def composite_dice(self) -> float:
-        return float(np.nanmean([self.kidney_dice, self.tumor_dice]))
+        """Mean of the defined Dice values; NaN when both are undefined (explicit: no numpy warning)."""
+        defined = [v for v in (self.kidney_dice, self.tumor_dice) if np.isfinite(v)]
+        return float(sum(defined) / len(defined)) if defined else float("nan")
 
     def as_dict(self) -> dict:
         truth = self.confusion.sum(axis=1)

@@ -23,7 +23,9 @@ from medchallenge.core import console
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.losses import dice_ce_loss
+from medchallenge.core.names import check_names
 from medchallenge.core.splits import grouped_split
+from medchallenge.kits.data import CASE_PATTERN
 from medchallenge.kits.metrics import score_case, summarise
 from medchallenge.kits.models import build_model, unet_spec
 from medchallenge.kits.predict import segment_stack
@@ -103,7 +105,9 @@ class KitsTrainer(Trainer):
         index_file = Path(options.slices) / "index.csv"
         if not index_file.is_file():
             raise DataError(options.slices, "slice cache without index.csv")
-        self.index = pd.read_csv(index_file)
+        self.index = pd.read_csv(index_file, dtype={"case": str})
+        # the case column names the cached .npy files: each must be a plain case_XXXXX
+        check_names(self.index["case"], index_file, what="case", pattern=CASE_PATTERN)
         cases = sorted(self.index["case"].unique())
         if len(cases) < 2:
             raise DataError(options.slices, f"{len(cases)} case(s) cached: need at least 2 to split by case")

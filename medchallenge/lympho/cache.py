@@ -16,7 +16,8 @@ import pandas as pd
 
 from medchallenge.core import console
 from medchallenge.core.errors import DataError, OptionError
-from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.io import atomic_path, read_csv, remove_partials, write_csv, write_json
+from medchallenge.core.names import check_names
 from medchallenge.core.parallel import map_jobs
 from medchallenge.core.parts import select_part
 from medchallenge.lympho.data import patient_images, read_annotations, warn_unlisted_folders
@@ -75,4 +76,6 @@ def open_cache(path: Path) -> tuple[pd.DataFrame, dict]:
     path = Path(path)
     if not (path / "meta.json").is_file() or not (path / "index.csv").is_file():
         raise DataError(path, "not a lymphocytosis cache: run `medchallenge lympho tile` first")
-    return pd.read_csv(path / "index.csv", dtype={"ID": str}), json.loads((path / "meta.json").read_text())
+    index = read_csv(path / "index.csv", required=["ID", "LABEL", "n_images"], dtype={"ID": str})
+    check_names(index["ID"], path / "index.csv", what="ID")  # IDs become images/<ID>.npy
+    return index, json.loads((path / "meta.json").read_text())

@@ -91,7 +91,7 @@ def train(
     n_folds: Annotated[Optional[int], typer.Option("--n-folds", help="Stratified k-fold instead.")] = None,
     fold: Annotated[int, typer.Option("--fold", help="Validation fold with --n-folds.")] = 0,
     max_batch_images: Annotated[int, typer.Option("--max-batch-images", help="Images per batch (patients packed).")] = 256,
-    max_images: Annotated[Optional[int], typer.Option("--max-images", help="Subsample bigger bags (logged).")] = None,
+    max_images: Annotated[Optional[int], typer.Option("--max-images", min=1, help="Subsample bigger bags (logged).")] = None,
     pretrained: PretrainedOpt = True,
     weights: WeightsOpt = None,
     device: DeviceOpt = "auto",
@@ -166,7 +166,9 @@ def evaluate(
     table = Table(title=f"Lymphocytosis: {predictions} vs {truth}")
     for key in ("balanced_accuracy", "accuracy", "recall_reactive", "recall_malignant", "roc_auc", "n"):
         if key in result:
-            table.add_row(key, f"{result[key]:.4f}" if isinstance(result[key], float) else str(result[key]))
+            value = result[key]
+            shown = ("undefined" if value != value else f"{value:.4f}") if isinstance(value, float) else str(value)
+            table.add_row(key, shown)  # NaN (a recall of a class absent from the truth) is undefined
     out_console.print(table)
     cm = result["confusion_matrix"]
     out_console.print(f"confusion matrix (rows truth reactive/malignant, columns prediction): {cm}")

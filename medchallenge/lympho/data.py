@@ -16,6 +16,7 @@ import pandas as pd
 from medchallenge.core import console
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import read_csv
+from medchallenge.core.names import check_names
 
 AGE_REFERENCE = date(2020, 1, 1)
 """Date ages are computed at (the dataset was collected around 2019)."""
@@ -38,15 +39,17 @@ def read_annotations(path: str | Path) -> pd.DataFrame:
     """Read and check ``clinical_annotation.csv``; adds ``AGE`` (years), ``BIRTH_YEAR``, ``BIRTH_MONTH``.
 
     Raises:
-        DataError: a missing column, a duplicate ID, a LABEL outside {−1, 0, 1}, an unknown gender,
+        DataError: a missing column, an ID that is not a plain name, a duplicate ID, a LABEL outside {−1, 0, 1}, an unknown gender,
             an unparseable DOB or lymphocyte count, naming the row.
     """
     path = Path(path)
     frame = read_csv(path, required=["ID", "LABEL", "GENDER", "DOB", "LYMPH_COUNT"], dtype={"ID": str, "DOB": str})
     frame = frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed")])
-    dup = frame["ID"][frame["ID"].duplicated()]
-    if len(dup):
-        raise DataError(path, f"duplicate ID {dup.iloc[0]}")
+    check_names(frame["ID"], path, what="ID")  # IDs become trainset/<ID>, testset/<ID>, cache/images/<ID>.npy
+    dup = frame["ID"].duplicated()
+    if dup.any():
+        row = int(dup.to_numpy().argmax())
+        raise DataError(path, f"row {row + 2}: duplicate ID {frame['ID'].iloc[row]}")
     ages, years, months = [], [], []
     for row, (pid, dob) in enumerate(zip(frame["ID"], frame["DOB"])):
         try:

@@ -37,6 +37,16 @@ def clinical_matrix(index: pd.DataFrame, features: list[str]) -> np.ndarray:
     return np.stack([np.asarray(columns[f], dtype=np.float32) for f in features], axis=1)
 
 
+def bag_sizes(index: pd.DataFrame, max_images: int | None) -> list[int]:
+    """Images each patient contributes to a batch: ``n_images``, capped at ``max_images`` when set.
+
+    The batch sampler packs by these sizes, so a ``--max-images`` cap lets more patients share a
+    batch (packing by the full bag size would leave batches mostly empty).
+    """
+    sizes = index["n_images"].astype(int).tolist()
+    return sizes if not max_images else [min(n, max_images) for n in sizes]
+
+
 class BagDataset(Dataset):
     """One patient: (images n×3×C×C uint8, label float, clinical F float32)."""
 
@@ -174,7 +184,7 @@ class LymphoTrainer(Trainer):
     def _loader(self, index: pd.DataFrame, train: bool) -> DataLoader:
         dataset = BagDataset(self.options.cache, index, self._clinical(index), augment=train,
                              max_images=self.options.max_images if train else None)
-        sampler = BagBatchSampler(index["n_images"].tolist(), self.options.max_batch_images, shuffle=train,
+        sampler = BagBatchSampler(bag_sizes(index, dataset.max_images), self.options.max_batch_images, shuffle=train,
                                   seed=self.config.seed, rank=self.dist.rank if train else 0,
                                   world_size=self.dist.world_size if train else 1)
         if train:

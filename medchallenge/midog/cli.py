@@ -33,6 +33,9 @@ from medchallenge.core.options import (
 
 app = challenge_app("MIDOG 2021 mitosis detection with RetinaNet (metric: F1 of 30 px matching).")
 IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Image ids, e.g. 1-10,51 or @file.")]
+SpacingOpt = Annotated[Optional[float], typer.Option(
+    "--spacing", min=1e-6, help="Pixel size, µm/px, for images whose TIFF has no resolution (grand-challenge"
+                                " millimetres; default 0.25, MIDOG 2021's).")]
 
 
 @app.command()
@@ -129,7 +132,9 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Detections JSON.")] = Path("detections.json"),
     threshold: Annotated[str, typer.Option("--threshold", help="Score cut, or auto (best validation F1).")] = "0.5",
     overlap: Annotated[Optional[float], typer.Option("--overlap", help="Patch overlap fraction (default: training's).")] = None,
-    output_format: Annotated[str, typer.Option("--format", help="points or grand-challenge.")] = "points",
+    output_format: Annotated[str, typer.Option(
+        "--format", help="points (px) or grand-challenge (the reference container's \"Multiple points\", mm).")] = "points",
+    spacing: SpacingOpt = None,
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "auto",
 ) -> None:
@@ -139,21 +144,26 @@ def predict(
     """
     from medchallenge.midog.predict import predict_detections, read_ids
 
-    predict_detections(checkpoint, data, out, read_ids(ids), threshold, overlap, device, batch_size, output_format)
+    predict_detections(checkpoint, data, out, read_ids(ids), threshold, overlap, device, batch_size, output_format,
+                       spacing)
 
 
 @app.command()
 @report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="MIDOG.json with the ground truth.")],
-    detections: Annotated[Path, typer.Option("--detections", help="Detections JSON from predict.")] = Path("detections.json"),
+    detections: Annotated[Path, typer.Option(
+        "--detections", help="Detections JSON from predict: points (px) or grand-challenge (mm).")] = Path("detections.json"),
     radius: Annotated[float, typer.Option("--radius", help="Matching radius, px.")] = 30.0,
     ids: IdsOpt = None,
     plots: Annotated[bool, typer.Option("--plots", help="Crops with truth and detections drawn (needs --data).")] = False,
     data: DataOpt = Path("."),
+    spacing: Annotated[Optional[float], typer.Option(
+        "--spacing", min=1e-6, help="µm/px to turn grand-challenge mm into px where the image is not in --data"
+                                    " or its TIFF has no resolution.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Official F1 (greedy 30 px matching, TP/FP/FN summed over images), overall and per scanner.
+    """Official F1 (greedy 30 px matching, TP/FP/FN summed over images), overall and per scanner; undefined = null.
 
     Example: medchallenge midog evaluate --detections detections.json --truth answers/MIDOG.json --json
     """
@@ -161,12 +171,12 @@ def evaluate(
     from medchallenge.core.io import write_json
     from medchallenge.midog.predict import evaluate_detections, read_ids
 
-    result = evaluate_detections(detections, truth, radius, read_ids(ids))
+    result = evaluate_detections(detections, truth, radius, read_ids(ids), data, spacing)
     write_json(detections.parent / "evaluation" / "metrics.json", result)
     if plots:
         from medchallenge.midog.predict import plot_crops
 
-        plot_crops(detections, truth, data, detections.parent / "evaluation")
+        plot_crops(detections, truth, data, detections.parent / "evaluation", spacing_um=spacing)
     if as_json:
         typer.echo(dumps_json({k: v for k, v in result.items() if k != "images"}))
         return
@@ -177,6 +187,10 @@ def evaluate(
         table.add_column(column, justify="left" if column == "scope" else "right")
     rows = [("all", result)] + list(result["by_scanner"].items())
     for name, r in rows:
-        table.add_row(name, str(r["tp"]), str(r["fp"]), str(r["fn"]), f"{r['precision']:.4f}", f"{r['recall']:.4f}",
-                      f"{r['f1']:.4f}")
+        table.add_row(name, str(r["tp"]), str(r["fp"]), str(r["fn"]), *(_score(r[k]) for k in ("precision", "recall", "f1")))
     out_console.print(table)
+
+
+def _score(value: float) -> str:
+    """A score for the table; an undefined one (0/0) shows as 'undefined', never as a number."""
+    return "undefined" if value != value else f"{value:.4f}"

@@ -1,17 +1,26 @@
 """MIDOG's official F1: greedy one-to-one matching of detections to mitoses within 30 px.
 
-For each image: for each ground-truth mitosis (category 1 only) in order, the nearest unused
-detection within the radius is a true positive, else the mitosis is a false negative; every
-detection left unused is a false positive (a detection on an imposter, category 2, is therefore
-a false positive). TP, FP and FN are summed over images; precision = TP/(TP+FP),
-recall = TP/(TP+FN), F1 = 2TP/(2TP+FP+FN).
+The rule of evalutils ``score_detection`` (used by DeepMicroscopy/MIDOG_evaluation_docker
+``evaluation.py``): for each ground-truth mitosis (category 1 only) in order, the nearest unused
+detection within the radius (distance <= radius) is a true positive, else the mitosis is a false
+negative; every detection left unused is a false positive (a detection on an imposter, category 2,
+is therefore a false positive). TP, FP and FN are summed over images; precision = TP/(TP+FP),
+recall = TP/(TP+FN), F1 = 2TP/(2TP+FP+FN). A ratio whose denominator is 0 is undefined (NaN,
+``null`` in JSON): the MIDOG 2021 container divides without a guard and stops there, so no
+number is made up (e.g. no detections and no mitoses).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def _ratio(num: int, denom: int) -> float:
+    # plain Python division: no numpy warning, and 0/0 is undefined rather than 0 or 1
+    return num / denom if denom else math.nan
 
 
 @dataclass
@@ -30,16 +39,18 @@ class Counts:
 
     @property
     def precision(self) -> float:
-        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+        """TP/(TP+FP); NaN without detections."""
+        return _ratio(self.tp, self.tp + self.fp)
 
     @property
     def recall(self) -> float:
-        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+        """TP/(TP+FN); NaN without ground-truth mitoses."""
+        return _ratio(self.tp, self.tp + self.fn)
 
     @property
     def f1(self) -> float:
-        denom = 2 * self.tp + self.fp + self.fn
-        return 2 * self.tp / denom if denom else 0.0
+        """2TP/(2TP+FP+FN); NaN with neither detections nor mitoses."""
+        return _ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
 
     def as_dict(self) -> dict[str, float]:
         return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision, "recall": self.recall,

@@ -3,8 +3,9 @@
 Images are H&E-like texture with a per-scanner colour cast; mitotic figures are small, dark,
 ragged clumps; imposters are larger, paler, round nuclei. Boxes are 50×50 ``[x1, y1, x2, y2]``
 around the cells, some centred on half pixels, some crossing the image border. Ids follow the
-real numbering (scanner by id range) and include unannotated images from 151–200. Training
-images' annotations go to ``MIDOG.json``; the test images' to ``answers/MIDOG.json`` (same schema).
+real numbering (scanner by id range) and include unannotated images from 151–200; the TIFFs carry
+a 0.25 µm/px resolution (the pixel size of grand-challenge millimetres). Training images'
+annotations go to ``MIDOG.json``; the test images' to ``answers/MIDOG.json`` (same schema).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from medchallenge.core.io import atomic_path, write_json
 
+PX_PER_CM = 4e4  # 0.25 µm/px, MIDOG 2021's pixel size, in the resolution tags as scanners write them
 CASTS = {0: (0, 0, 0), 1: (-12, 6, 4), 2: (8, -8, -10), 3: (-4, -10, 8)}
 
 
@@ -90,7 +92,8 @@ def write_sample_dataset(out: Path, n_images: int = 12, width: int = 1024, heigh
         name = f"{image_id:03d}.tiff"
         with atomic_path(out / name) as tmp:
             tifffile.imwrite(tmp, image, tile=(256, 256), photometric="rgb", compression="jpeg",
-                             compressionargs={"level": 92})
+                             compressionargs={"level": 92}, resolution=(PX_PER_CM, PX_PER_CM),
+                             resolutionunit="CENTIMETER")
         split = "test" if image_id in test_ids else "train"
         records[split][0].append({"license": 1, "file_name": name, "id": image_id, "width": width, "height": height})
         if not annotated:

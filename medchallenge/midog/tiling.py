@@ -2,8 +2,8 @@
 
 The real MIDOG TIFFs store ~7215×5412 px in strips; a patch read from them decodes the whole
 image. ``tile`` re-encodes each image once as a tiled TIFF (256 px tiles, lossless deflate by
-default) in the output folder and copies MIDOG.json beside them; point ``train`` and ``predict``
-at that folder. Idempotent (finished images are skipped) and ``--part K/N`` for array jobs.
+default, keeping the resolution tags' pixel size) in the output folder and copies MIDOG.json beside
+them; point ``train`` and ``predict`` at that folder. Idempotent (finished images are skipped) and ``--part K/N`` for array jobs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path
 from medchallenge.core.parts import select_part
 from medchallenge.core.wsi import open_slide
+from medchallenge.midog.submission import tiff_spacing_mm
 
 
 def tile_images(data: Path, out: Path, tile: int = 256, compression: str = "zlib", part: str | None = None,
@@ -38,7 +39,17 @@ def tile_images(data: Path, out: Path, tile: int = 256, compression: str = "zlib
         with open_slide(path) as reader:
             image = reader.read_level(0)
         with atomic_path(target) as tmp:
-            tifffile.imwrite(tmp, image, tile=(tile, tile), photometric="rgb", compression=compression)
+            tifffile.imwrite(tmp, image, tile=(tile, tile), photometric="rgb", compression=compression,
+                             **_resolution_of(path))
         written.append(target)
     console.log(f"wrote {len(written)} tiled image(s) to {out}")
     return written
+
+
+def _resolution_of(path: Path) -> dict:
+    """The source's resolution tags as ``tifffile.imwrite`` keywords (none when it has none): the
+    tiled copy keeps the pixel size that grand-challenge millimetres are computed from."""
+    spacing = tiff_spacing_mm(path)
+    if spacing is None:
+        return {}
+    return {"resolution": (10.0 / spacing[0], 10.0 / spacing[1]), "resolutionunit": "CENTIMETER"}

@@ -236,10 +236,15 @@ def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV with image_id,isup_grade[,data_provider] (train.csv or an answer key); with --masks, the tile cache holding the true mask tiles.")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Submission CSV (image_id,isup_grade).")] = Path("submission.csv"),
     masks: Annotated[Optional[Path], typer.Option("--masks", help="Score a mask folder from `panda predict` with a U-Net instead.")] = None,
+    subset: Annotated[bool, typer.Option("--subset", help="Score only the submitted ids when the submission covers part of the truth (e.g. a fold of train.csv); without it, a missing id is an error, as in the challenge.")] = False,
     out: OutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Quadratic weighted kappa, accuracy, per-provider QWK and the confusion matrix (table, metrics.json, PNG).
+
+    Every truth id needs a prediction (the challenge's rule) unless --subset. A kappa that is
+    undefined (one grade on both sides) is reported as "undefined" (null in JSON), as the
+    organisers' scikit-learn call returns NaN.
 
     With --masks: per-class Dice, tumour Dice and pixel accuracy per provider.
 
@@ -262,23 +267,24 @@ def evaluate(
             return
         _print_mask_scores(seg, masks, truth)
         return
-    result = evaluate_submission(predictions, truth)
+    result = evaluate_submission(predictions, truth, subset=subset)
     out = out or predictions.parent / "evaluation"
     write_json(out / "metrics.json", result)
     plot_confusion_matrix(result["confusion_matrix"], [str(g) for g in range(N_GRADES)], out / "confusion_matrix.png",
-                          title=f"ISUP grade (QWK {result['qwk']:.3f})")
+                          title=f"ISUP grade (QWK {_score(result['qwk'], 3)})")
     if as_json:
         typer.echo(dumps_json(result))
         return
     from rich.table import Table
 
-    table = Table(title=f"PANDA: {predictions} vs {truth}")
+    scope = f" (--subset: {result['n']} of {result['n_reference']} truth ids scored)" if result["subset"] else ""
+    table = Table(title=f"PANDA: {predictions} vs {truth}{scope}")
     for column in ("scope", "n", "QWK", "accuracy"):
         table.add_column(column, justify="right" if column != "scope" else "left")
-    table.add_row("all", str(result["n"]), f"{result['qwk']:.4f}", f"{result['accuracy']:.4f}")
+    table.add_row("all", str(result["n"]), _score(result["qwk"]), _score(result["accuracy"]))
     for provider, value in result["qwk_by_provider"].items():
-        table.add_row(provider, str(result["n_by_provider"][provider]), f"{value:.4f}",
-                      f"{result['accuracy_by_provider'][provider]:.4f}")
+        table.add_row(provider, str(result["n_by_provider"][provider]), _score(value),
+                      _score(result["accuracy_by_provider"][provider]))
     out_console.print(table)
     matrix = Table(title="confusion matrix (rows truth, columns prediction)")
     matrix.add_column("ISUP")
@@ -288,6 +294,11 @@ def evaluate(
         matrix.add_row(str(g), *[str(v) for v in row])
     out_console.print(matrix)
     out_console.print(f"metrics and confusion_matrix.png in {out}")
+
+
+def _score(value: float, digits: int = 4) -> str:
+    """A score for the table, or "undefined" for NaN (e.g. kappa with one grade on both sides)."""
+    return "undefined" if value != value else f"{value:.{digits}f}"
 
 
 def _print_mask_scores(seg: dict, masks: Path, truth: Path) -> None:

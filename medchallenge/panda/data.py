@@ -9,6 +9,7 @@ import pandas as pd
 from medchallenge.core import console
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import read_csv
+from medchallenge.core.names import PANDA_ID, check_names
 
 PROVIDERS = ("radboud", "karolinska")
 MASK_CLASSES = {"radboud": 6, "karolinska": 3}
@@ -31,13 +32,27 @@ def gleason_to_isup(score: str) -> int:
     return GLEASON_TO_ISUP[key]
 
 
-def _check_rows(frame: pd.DataFrame, path: Path) -> None:
+def check_image_ids(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse an empty, duplicated or non-PANDA ``image_id`` (32 lowercase hex), naming the row.
+
+    Ids become paths (``train_images/{id}.tiff``, ``tiles/slides/{id}.npz``): a value such as
+    ``../../evil/x`` would read and write outside the dataset and the cache, so every id is
+    checked here, where it is read. Row numbers count the header as row 1, as editors show them.
+    """
     ids = frame["image_id"]
     if ids.isna().any():
         raise DataError(path, f"row {int(ids.isna().to_numpy().argmax()) + 2}: empty image_id")
-    dup = ids[ids.duplicated()]
-    if len(dup):
-        raise DataError(path, f"duplicate image_id {dup.iloc[0]}")
+    dup = ids.duplicated()
+    if dup.any():
+        row = int(dup.to_numpy().argmax())
+        first = int((ids == ids.iloc[row]).to_numpy().argmax())
+        raise DataError(path, f"row {row + 2}: duplicate image_id {ids.iloc[row]} (first at row {first + 2};"
+                              f" {int(dup.sum())} duplicate row(s))")
+    check_names(ids.tolist(), path, what="image_id", pattern=PANDA_ID)
+
+
+def _check_rows(frame: pd.DataFrame, path: Path) -> None:
+    check_image_ids(frame, path)
     providers = frame["data_provider"].astype(str).str.strip().str.lower()
     bad = ~providers.isin(PROVIDERS)
     if bad.any():
@@ -56,8 +71,8 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
     ``frame.attrs["inconsistent"]`` lists their ids.
 
     Raises:
-        DataError: a missing column, a duplicate id, an unknown provider, an ISUP grade outside
-            0–5 or an unknown Gleason score, naming the row.
+        DataError: a missing column, an empty, duplicate or non-PANDA id (32 lowercase hex), an
+            unknown provider, an ISUP grade outside 0–5 or an unknown Gleason score, naming the row.
     """
     path = Path(path)
     frame = read_csv(path, required=["image_id", "data_provider", "isup_grade", "gleason_score"],
@@ -85,7 +100,7 @@ def read_train_csv(path: str | Path) -> pd.DataFrame:
 
 
 def read_test_csv(path: str | Path) -> pd.DataFrame:
-    """Read ``test.csv`` (image_id, data_provider), checked."""
+    """Read ``test.csv`` (image_id, data_provider), checked as :func:`read_train_csv` checks them."""
     path = Path(path)
     frame = read_csv(path, required=["image_id", "data_provider"], dtype={"image_id": str})
     _check_rows(frame, path)

@@ -11,16 +11,23 @@ import pandas as pd
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import read_csv
 from medchallenge.core.metrics import confusion_matrix, quadratic_weighted_kappa
+from medchallenge.panda.data import check_image_ids
 
 N_GRADES = 6
 
 
 def qwk(truth: np.ndarray | list[int], pred: np.ndarray | list[int]) -> float:
-    """Quadratic weighted kappa with labels 0–5 (PANDA's leaderboard metric)."""
+    """Quadratic weighted kappa with labels 0–5 (PANDA's leaderboard metric).
+
+    The organisers' call, ``cohen_kappa_score(weights="quadratic", labels=[0..5])``
+    (DIAGNijmegen/panda-challenge, src/evaluation/metrics.py): NaN (undefined) when truth and
+    prediction are all one and the same grade, 0.0 when each is one grade but they differ.
+    """
     return quadratic_weighted_kappa(truth, pred, N_GRADES)
 
 
 def _grades(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    """The ``column`` as integers 0–5; anything else (text, 2.5, 7, empty) names its row."""
     values = pd.to_numeric(frame[column], errors="coerce")
     bad = values.isna() | (values % 1 != 0) | (values < 0) | (values > 5)
     if bad.any():
@@ -31,46 +38,65 @@ def _grades(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     return values.astype(int).to_numpy()
 
 
-def read_submission(path: str | Path) -> pd.DataFrame:
-    """Read and check ``image_id,isup_grade`` (no duplicates, integer grades 0–5)."""
-    path = Path(path)
+def _read_grades(path: Path, what: str) -> pd.DataFrame:
+    """``image_id,isup_grade`` of a submission or a reference, checked (ids, then grades)."""
     frame = read_csv(path, required=["image_id", "isup_grade"], dtype={"image_id": str})
-    dup = frame["image_id"][frame["image_id"].duplicated()]
-    if len(dup):
-        raise DataError(path, f"duplicate image_id {dup.iloc[0]} ({len(dup)} duplicate row(s))")
+    if frame.empty:
+        raise DataError(path, f"empty {what}: no rows under the header")
+    check_image_ids(frame, path)
     frame["isup_grade"] = _grades(frame, "isup_grade", path)
-    return frame[["image_id", "isup_grade"]]
+    return frame
 
 
-def evaluate_submission(predictions: str | Path, truth: str | Path) -> dict[str, Any]:
-    """Score a submission against a truth CSV (train.csv or any ``image_id,isup_grade[,data_provider]``).
+def read_submission(path: str | Path) -> pd.DataFrame:
+    """Read and check ``image_id,isup_grade``: rows present, PANDA ids once each, integer grades 0–5.
 
-    The truth may hold more ids than the submission; only submitted ids are scored. Ids in the
-    submission but not in the truth are an error.
+    Raises:
+        DataError: an empty submission, a missing column, an empty, duplicate or non-PANDA id, a
+            grade that is not an integer 0–5, naming the file and the row.
+    """
+    return _read_grades(Path(path), "submission")[["image_id", "isup_grade"]]
+
+
+def evaluate_submission(predictions: str | Path, truth: str | Path, subset: bool = False) -> dict[str, Any]:
+    """Score a submission against a reference CSV (``image_id,isup_grade[,data_provider]``).
+
+    As the organisers' check (DIAGNijmegen/panda-challenge, src/evaluation/util.py), every
+    reference id must have a prediction; with ``subset`` only the submitted ids are scored, on
+    purpose (e.g. a validation fold against train.csv), and the result says so. An id in the
+    submission but not in the reference is an error here (the organisers' code drops it).
+    Undefined kappas (one grade on both sides, overall or for one provider) are NaN.
 
     Returns:
-        ``{"qwk", "accuracy", "n", "qwk_by_provider", "accuracy_by_provider", "n_by_provider",
-        "confusion_matrix"}`` (the matrix 6×6, rows truth, columns prediction).
+        ``{"qwk", "accuracy", "n", "n_reference", "subset", "qwk_by_provider",
+        "accuracy_by_provider", "n_by_provider", "confusion_matrix"}`` (the matrix 6×6, rows truth,
+        columns prediction; ``n`` ids scored of ``n_reference`` in the reference).
+
+    Raises:
+        DataError: a bad submission or reference, unknown ids, missing ids without ``subset``.
     """
     predictions, truth = Path(predictions), Path(truth)
     sub = read_submission(predictions)
-    ref = read_csv(truth, required=["image_id", "isup_grade"], dtype={"image_id": str})
-    dup = ref["image_id"][ref["image_id"].duplicated()]
-    if len(dup):
-        raise DataError(truth, f"duplicate image_id {dup.iloc[0]}")
-    ref["isup_grade"] = _grades(ref, "isup_grade", truth)
-    unknown = sorted(set(sub["image_id"]) - set(ref["image_id"]))
-    if unknown:
-        raise DataError(
-            predictions, f"{len(unknown)} image_id(s) not in the truth {truth.name}, e.g. {unknown[0]}"
-        )
-    merged = sub.merge(ref, on="image_id", suffixes=("_pred", "_true"), how="left")
+    ref = _read_grades(truth, "reference")
+    unknown = ~sub["image_id"].isin(set(ref["image_id"]))
+    if unknown.any():
+        row = int(unknown.to_numpy().argmax())
+        raise DataError(predictions, f"row {row + 2}: image_id {sub['image_id'].iloc[row]} is not in the reference"
+                                     f" {truth} ({int(unknown.sum())} such row(s))")
+    missing = ref["image_id"][~ref["image_id"].isin(set(sub["image_id"]))]
+    if len(missing) and not subset:
+        raise DataError(predictions, f"does not contain a prediction for all cases in the reference {truth}:"
+                                     f" {len(missing)} of {len(ref)} missing, e.g. {missing.iloc[0]}"
+                                     " (--subset scores only the submitted ids)")
+    merged = ref.merge(sub, on="image_id", suffixes=("_true", "_pred"), how="inner")
     y_true = merged["isup_grade_true"].to_numpy()
     y_pred = merged["isup_grade_pred"].to_numpy()
     result: dict[str, Any] = {
         "qwk": qwk(y_true, y_pred),
-        "accuracy": float(np.mean(y_true == y_pred)) if len(merged) else float("nan"),
+        "accuracy": float(np.mean(y_true == y_pred)),  # merged is never empty: both CSVs have rows
         "n": int(len(merged)),
+        "n_reference": int(len(ref)),
+        "subset": bool(len(missing)),
         "qwk_by_provider": {},
         "accuracy_by_provider": {},
         "n_by_provider": {},
