@@ -28,6 +28,7 @@ from medchallenge.brats.patches import cached_cases, open_cache
 from medchallenge.core import console
 from medchallenge.core.checkpoint import load_checkpoint
 from medchallenge.core.engine import TrainConfig, Trainer
+from medchallenge.core.engine.optim import describe
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.splits import grouped_split
 
@@ -136,9 +137,8 @@ class HavaeiTrainer(Trainer):
     allowed_classes = [0, 1, 2, 4]
 
     def __init__(self, config: TrainConfig, options: HavaeiOptions) -> None:
-        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
-        config.optimizer, config.momentum, config.weight_decay = "sgd", options.momentum_start, config.weight_decay
-        super().__init__(config)
+        config.optimizer, config.momentum, config.scheduler = "sgd", options.momentum_start, "none"
+        super().__init__(config, options)
         if options.model not in ("twopath", "inputcascade"):
             raise OptionError(f"--model {options.model}: expected twopath or inputcascade")
         if options.phase not in (1, 2):
@@ -189,7 +189,7 @@ class HavaeiTrainer(Trainer):
                                                           f" input channels, the cache {self.in_channels}")
         model.load_state_dict(state["state_dict"])
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         meta = {"channels": self.meta["channels"], "label_values": self.meta["label_values"],
                 "normalisation": self.meta["normalisation"], "phase": self.options.phase,
                 "val_cases": self.val_cases, "patch_size": self.patch_size}
@@ -203,6 +203,9 @@ class HavaeiTrainer(Trainer):
                                     weight_decay=self.config.weight_decay)
         decay = self.options.lr_decay
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: decay ** (step / steps_per_epoch))
+        # the report's schedule: lr × decay per epoch, momentum ramped linearly (on_epoch_start)
+        describe(scheduler, "exponential", decay_per_epoch=decay, momentum_start=self.options.momentum_start,
+                 momentum_end=self.options.momentum_end)
         return optimizer, scheduler
 
     def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -214,7 +217,7 @@ class HavaeiTrainer(Trainer):
     def train_loader(self) -> DataLoader:
         dataset = PatchDataset(self.options.cache, self.train_cases, self.patch_size, self.options.patches_per_epoch,
                                equiprobable=self.options.phase == 1, classes=self.allowed_classes)
-        return self.make_loader(dataset, shuffle=True, drop_last=True)
+        return self.loaders.train(dataset, self.config.batch_size)
 
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         patches, labels = batch

@@ -78,3 +78,44 @@ def load_state_dict_checked(module: torch.nn.Module, state_dict: dict[str, Any],
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:200]
         raise DataError(path, f"weights do not fit the model described in the checkpoint ({detail})") from err
+
+
+def load_model(
+    path: str | Path,
+    registry: Any,
+    *,
+    challenge: str,
+    models: Iterable[str] | None = None,
+    expect: dict[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """The model a checkpoint describes, rebuilt through ``registry`` with its weights, in eval mode.
+
+    The one way every ``predict`` and every ``--from`` turns a checkpoint into a model.
+
+    Args:
+        path: the ``.pt`` file.
+        registry: the challenge's :class:`~medchallenge.core.registry.Registry`.
+        challenge: the challenge the checkpoint must belong to.
+        models: accepted model names (default: every name in the registry).
+        expect: spec kwargs that must have these values (e.g. ``{"in_channels": 4}``).
+
+    Returns:
+        (model on ``map_location`` in eval mode, the checkpoint dict).
+
+    Raises:
+        DataError: anything :func:`load_checkpoint` refuses, a spec kwarg other than expected, a spec
+            the registry cannot build, or weights that do not fit the model.
+    """
+    payload = load_checkpoint(path, challenge=challenge, models=models or registry.names(), map_location=map_location)
+    spec = payload["model"]
+    kwargs = spec.get("kwargs", {})
+    for key, want in (expect or {}).items():
+        if kwargs.get(key) != want:
+            raise DataError(path, f"model '{spec['name']}' has {key}={kwargs.get(key)!r}, this data needs {want!r}")
+    try:
+        model = registry.build(spec)
+    except (TypeError, ValueError, KeyError) as err:
+        raise DataError(path, f"cannot rebuild model '{spec['name']}' from {kwargs} ({err})") from err
+    load_state_dict_checked(model, payload["state_dict"], path)
+    return model.to(map_location).eval(), payload

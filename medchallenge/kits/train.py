@@ -95,8 +95,7 @@ class KitsTrainer(Trainer):
     monitor = "composite_dice"
 
     def __init__(self, config: TrainConfig, options: KitsOptions) -> None:
-        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
-        super().__init__(config)
+        super().__init__(config, options)
         self.options = options
         if options.loss not in ("ce", "ce-dice"):
             raise OptionError(f"--loss {options.loss}: expected ce or ce-dice")
@@ -125,7 +124,7 @@ class KitsTrainer(Trainer):
         o = self.options
         return unet_spec(o.depth, o.width, o.batch_norm, o.dropout)
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         n = self.norm
         return {"normalisation": {"low": n.low, "high": n.high, "mean": n.mean, "std": n.std},
                 "labels": {"0": "background", "1": "kidney", "2": "tumor"}, "val_cases": self.val_cases}
@@ -139,11 +138,10 @@ class KitsTrainer(Trainer):
             fg = (self.train_rows["has_kidney"] | self.train_rows["has_tumor"]).to_numpy()
             if 0 < fg.sum() < len(fg):
                 weights = np.where(fg, p / fg.sum(), (1 - p) / (~fg).sum())
-                generator = torch.Generator().manual_seed(self.config.seed)
-                self._generators.append(generator)
+                generator = self.loaders.generator()  # reseeded every epoch by the engine
                 sampler = WeightedRandomSampler(torch.as_tensor(weights), len(fg), replacement=True,
                                                 generator=generator)
-        return self.make_loader(dataset, shuffle=sampler is None, sampler=sampler, drop_last=True)
+        return self.loaders.train(dataset, self.config.batch_size, sampler=sampler)
 
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         image, label = batch

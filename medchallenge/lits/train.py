@@ -159,7 +159,7 @@ class LitsTrainer(HavaeiTrainer):
         console.log(f"--transfer {o.transfer}: {n:,} trainable parameters")
         return model
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         return {**super().checkpoint_meta(), "transfer": self.options.transfer, "hu_window": list(HU_WINDOW)}
 
     def score_case(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:

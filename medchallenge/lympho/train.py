@@ -150,8 +150,7 @@ class LymphoTrainer(Trainer):
     monitor = "balanced_accuracy"
 
     def __init__(self, config: TrainConfig, options: LymphoOptions) -> None:
-        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
-        super().__init__(config)
+        super().__init__(config, options)
         self.options = options
         bad = [f for f in options.clinical_features if f not in CLINICAL_FEATURES]
         if bad:
@@ -188,7 +187,9 @@ class LymphoTrainer(Trainer):
         sampler = BagBatchSampler(bag_sizes(index, dataset.max_images), self.options.max_batch_images, shuffle=train,
                                   seed=self.config.seed, rank=self.dist.rank if train else 0,
                                   world_size=self.dist.world_size if train else 1)
-        return self.make_loader(dataset, shuffle=False, batch_sampler=sampler, collate_fn=collate_bags)
+        if train:
+            return self.loaders.train(dataset, 1, batch_sampler=sampler, collate_fn=collate_bags)
+        return self.loaders.eval(dataset, 1, batch_sampler=sampler, collate_fn=collate_bags)
 
     def train_loader(self) -> DataLoader:
         return self._loader(self.train_index, train=True)
@@ -202,7 +203,7 @@ class LymphoTrainer(Trainer):
         return {"name": o.model, "kwargs": {"model": o.model, "n_clinical": len(o.clinical_features), "arch": o.arch,
                                             "chunk": o.chunk}}
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"clinical_features": self.options.clinical_features,
                 "clinical_mean": self.clinical_mean.tolist(), "clinical_std": self.clinical_std.tolist(),
                 "crop": self.cache_meta["crop"], "threshold": 0.5,

@@ -121,14 +121,12 @@ class MidogTrainer(Trainer):
     monitor = "f1"
 
     def __init__(self, config: TrainConfig, options: MidogOptions) -> None:
-        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
-        super().__init__(config)
+        super().__init__(config, options)
         if options.imposters not in ("ignore", "negative"):
             raise OptionError(f"--imposters {options.imposters}: expected ignore or negative")
         self.options = options
         images = annotated_images(load_midog_json(options.annotations), options.data)
         self.train_images, self.val_images = split_images(images, options.val_fraction, config.seed, options.val_ids)
-        self.threshold = 0.5
         console.log(f"{len(self.train_images)} training / {len(self.val_images)} validation image(s);"
                     f" validation ids {[i.image_id for i in self.val_images]}")
 
@@ -144,14 +142,15 @@ class MidogTrainer(Trainer):
         return {"name": "retinanet", "kwargs": {"backbone": o.backbone, "num_classes": self._num_classes(),
                                                 "patch_size": o.patch_size, "trainable_layers": o.trainable_layers}}
 
-    def checkpoint_meta(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "patch_size": self.options.patch_size, "overlap": self.options.overlap,
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
+        threshold = 0.5 if row is None else float(row.get("threshold", 0.5))
+        return {"threshold": threshold, "patch_size": self.options.patch_size, "overlap": self.options.overlap,
                 "mitosis_label": 1, "val_ids": [i.image_id for i in self.val_images]}
 
     def train_loader(self) -> DataLoader:
         o = self.options
         dataset = PatchDataset(o.data, self.train_images, o.patch_size, o.patches_per_image, o.imposters, o.centre)
-        return self.make_loader(dataset, shuffle=True, drop_last=True, collate_fn=collate_detection)
+        return self.loaders.train(dataset, self.config.batch_size, collate_fn=collate_detection)
 
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         images, targets = batch
@@ -165,9 +164,9 @@ class MidogTrainer(Trainer):
                 points, scores = detect_image(model, reader, self.options.patch_size, self.device,
                                               self.config.batch_size, self.options.overlap, self.amp_dtype)
             per_image.append((img.mitoses, points, scores))
-        self.threshold, f1 = best_threshold(per_image)
+        threshold, f1 = best_threshold(per_image)
         at_half = Counts()
         for truth, points, scores in per_image:
             at_half += match_image(truth, points[scores >= 0.5])
-        return {"f1": max(f1, 0.0), "threshold": self.threshold, "f1_at_0.5": at_half.f1,
+        return {"f1": max(f1, 0.0), "threshold": threshold, "f1_at_0.5": at_half.f1,
                 "precision_at_0.5": at_half.precision, "recall_at_0.5": at_half.recall}

@@ -154,9 +154,7 @@ class PandaSegTrainer(Trainer):
     monitor = "dice"
 
     def __init__(self, config: TrainConfig, options: SegOptions) -> None:
-        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
-        config.extra["model"] = "unet"
-        super().__init__(config)
+        super().__init__(config, options)
         self.options = options
         self.providers = check_scheme(options.scheme, options.provider)
         if options.loss not in SEG_LOSSES:
@@ -198,7 +196,7 @@ class PandaSegTrainer(Trainer):
 
     def train_loader(self) -> Any:
         collate = cat_slides if self.options.batching == "slide" else None
-        return self.make_loader(self._train, shuffle=True, drop_last=True, collate_fn=collate)
+        return self.loaders.train(self._train, self.config.batch_size, collate_fn=collate)
 
     def build_model(self) -> nn.Module:
         return PandaUNet(self.num_classes, self.options.depth, self.options.width)
@@ -207,7 +205,7 @@ class PandaSegTrainer(Trainer):
         return {"name": "unet", "kwargs": {"num_classes": self.num_classes, "depth": self.options.depth,
                                            "width": self.options.width}}
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         meta = self.cache.meta
         return {
             "tiling": {k: meta.get(k) for k in ("level", "tile_size", "n_tiles", "mode")},
@@ -230,7 +228,7 @@ class PandaSegTrainer(Trainer):
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
-        loader = self.make_loader(dataset, shuffle=False, batch_size=1, collate_fn=cat_slides, distributed=False)
+        loader = self.loaders.eval(dataset, batch_size=1, collate_fn=cat_slides)
         k = self.num_classes
         matrix = torch.zeros(k * k, dtype=torch.int64, device=self.device)
         weight = self._weight(self.device)

@@ -139,8 +139,7 @@ class PandaTrainer(Trainer):
     monitor = "qwk"
 
     def __init__(self, config: TrainConfig, options: PandaOptions) -> None:
-        config.extra = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(options).items()}
-        super().__init__(config)
+        super().__init__(config, options)
         self.options = options
         self.cache = TileCache(options.tiles)
         labelled = self.cache.index[self.cache.index["isup_grade"].notna()].reset_index(drop=True)
@@ -190,7 +189,7 @@ class PandaTrainer(Trainer):
                                                  "in_channels": self.in_channels,
                                                  "grad_checkpoint": o.grad_checkpoint}}
 
-    def checkpoint_meta(self) -> dict[str, Any]:
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         meta = self.cache.meta
         return {
             "tiling": {k: meta.get(k) for k in ("level", "tile_size", "n_tiles", "mode")},
@@ -205,7 +204,7 @@ class PandaTrainer(Trainer):
         return enc.loss(self.options.encoding, model(tiles), grades)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        loader = self.make_loader(self._dataset(self.val_frame, augment=False), shuffle=False, distributed=False)
+        loader = self.loaders.eval(self._dataset(self.val_frame, augment=False), self.config.batch_size)
         losses, preds, truths = [], [], []
         for tiles, grades in loader:
             tiles, grades = self.to_device((tiles, grades))

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from medchallenge.core.checkpoint import load_checkpoint
-from medchallenge.core.engine import TrainConfig, Trainer, warmup_cosine
+from medchallenge.core.engine import TrainConfig, Trainer, build_scheduler, warmup_cosine
 from medchallenge.core.errors import DataError, OptionError, TrainingError
 
 
@@ -103,9 +103,98 @@ def test_non_finite_loss_stops(tmp_path: Path) -> None:
         Diverges(_config(tmp_path / "run")).fit()
 
 
-def test_accumulation_and_step_schedule(tmp_path: Path) -> None:
-    result = ToyTrainer(_config(tmp_path / "run", accumulate=2, scheduler="step", step_size=1, gamma=0.5)).fit()
-    assert len(result["history"]) == 3
+class Deterministic(ToyTrainer):
+    """No dropout and no shuffling: a run is a fixed sequence of batches, for exact comparisons."""
+
+    def build_model(self) -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 2))
+
+    def train_loader(self):
+        return self.loaders.train(self.train_dataset(), self.config.batch_size, shuffle=False)
+
+    def on_epoch_end(self, epoch, row):
+        self._final_state = self._model_ref.state_dict()
+
+    def prepare_model(self, model):
+        self._model_ref = model
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run / "last.pt")["state_dict"]
+
+
+def test_accumulate_2_at_batch_b_equals_batch_2b(tmp_path: Path) -> None:
+    kw = dict(epochs=2, optimizer="sgd", momentum=0.0, scheduler="none", warmup_epochs=0, lr=0.1)
+    Deterministic(_config(tmp_path / "acc", batch_size=8, accumulate=2, **kw)).fit()
+    Deterministic(_config(tmp_path / "big", batch_size=16, **kw)).fit()
+    Deterministic(_config(tmp_path / "small", batch_size=8, **kw)).fit()
+    acc, big, small = _weights(tmp_path / "acc"), _weights(tmp_path / "big"), _weights(tmp_path / "small")
+    for key in acc:
+        torch.testing.assert_close(acc[key], big[key], rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(acc[k], small[k]) for k in acc)  # accumulation changes the result
+
+
+def test_step_schedule_learning_rates(tmp_path: Path) -> None:
+    # 64 samples, batch 8 → 8 steps per epoch; step_size 1 epoch, gamma 0.5; lr logged after each epoch
+    result = ToyTrainer(_config(tmp_path / "run", scheduler="step", step_size=1, gamma=0.5, warmup_epochs=0,
+                                lr=0.08)).fit()
+    assert [row["lr"] for row in result["history"]] == pytest.approx([0.04, 0.02, 0.01])
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["schedule"] == {"name": "step", "unit": "optimizer step", "warmup_steps": 0,
+                                  "step_every_steps": 8, "gamma": 0.5}
+    assert record["optimizer"]["name"] == "Adam" and record["optimizer"]["lr"] == 0.08
+
+
+def test_step_schedule_with_warmup_per_step() -> None:
+    model = nn.Linear(2, 2)
+    cfg = TrainConfig(out=Path("unused"), epochs=3, lr=1.0, scheduler="step", step_size=1, gamma=0.1,
+                      warmup_epochs=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    scheduler = build_scheduler(cfg, optimizer, steps_per_epoch=4)
+    seen = []
+    for _ in range(12):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.01])
+
+
+def test_eval_loader_is_never_sharded_or_reseeded(tmp_path: Path) -> None:
+    from medchallenge.core.distributed import DistInfo
+
+    trainer = ToyTrainer(_config(tmp_path / "run"))
+    trainer.loaders.bind(DistInfo(rank=1, world_size=2, local_rank=1), torch.device("cpu"))
+    val = trainer.loaders.eval(_data(10), batch_size=4)
+    assert [len(b[0]) for b in val] == [4, 4, 2]  # the whole set on rank 1, in order
+    assert trainer.loaders._samplers == [] and trainer.loaders._generators == []
+
+
+def test_bad_optimizer_or_scheduler_is_refused_at_once(tmp_path: Path) -> None:
+    with pytest.raises(OptionError, match="--optimizer lion"):
+        _config(tmp_path / "run", optimizer="lion")
+    with pytest.raises(OptionError, match="--scheduler poly"):
+        _config(tmp_path / "run", scheduler="poly")
+
+
+def test_config_records_options_and_meta_sees_the_row(tmp_path: Path) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class ToyOptions:
+        width: int = 16
+        data: Path = Path("/data/toy")
+
+    class WithMeta(ToyTrainer):
+        def checkpoint_meta(self, row=None):
+            return {"seen_accuracy": None if row is None else row.get("accuracy")}
+
+    WithMeta(_config(tmp_path / "run", epochs=1), ToyOptions()).fit()
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["options"] == {"width": 16, "data": "/data/toy"}
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert best["meta"]["seen_accuracy"] == best["metrics"]["accuracy"]
+    assert best["config"]["options"]["width"] == 16
 
 
 def test_other_challenge_checkpoint_rejected(tmp_path: Path) -> None:

@@ -1,0 +1,102 @@
+"""One training epoch and one evaluation pass, as plain functions over a Trainer's hooks."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medchallenge.core import console
+from medchallenge.core.errors import TrainingError
+
+if TYPE_CHECKING:
+    from medchallenge.core.engine.trainer import Trainer
+
+
+@dataclass
+class StepState:
+    """What one optimisation step needs besides the model and the batch."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    scaler: torch.amp.GradScaler | None
+
+
+def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, state: StepState, epoch: int) -> float:
+    """Train ``model`` for one pass over ``loader``; returns the mean loss of the batches.
+
+    Gradients of ``accumulate`` batches are summed (each loss divided by ``accumulate``) before
+    one optimizer step, so ``--accumulate 2`` at batch b follows batch 2b. Under DDP the
+    all-reduce is skipped on the non-boundary batches (``no_sync``).
+    """
+    cfg = trainer.config
+    model.train()
+    state.optimizer.zero_grad(set_to_none=True)
+    total, count = 0.0, 0
+    n_batches = len(loader)
+    for step, batch in enumerate(console.track(loader, f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches)):
+        batch = trainer.to_device(batch)
+        boundary = (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches
+        sync = contextlib.nullcontext()
+        if trainer.dist.enabled and not boundary and hasattr(model, "no_sync"):
+            sync = model.no_sync()  # type: ignore[operator]
+        with sync:
+            with trainer.autocast():
+                loss = trainer.training_step(model, batch)
+            loss_value = float(loss.detach().float().item())
+            if not math.isfinite(loss_value):
+                raise TrainingError(
+                    f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step {step + 1}: training stopped;"
+                    f" lower --lr or disable AMP; the last good checkpoint is {trainer.run_dir / 'last.pt'}"
+                )
+            _backward(loss / cfg.accumulate, state.scaler)
+        if boundary:
+            _optimizer_step(model, state, cfg.grad_clip)
+        total += loss_value
+        count += 1
+    return total / max(count, 1)
+
+
+def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+    else:
+        loss.backward()
+
+
+def _optimizer_step(model: nn.Module, state: StepState, grad_clip: float | None) -> None:
+    if grad_clip:
+        if state.scaler is not None:
+            state.scaler.unscale_(state.optimizer)  # clip the true gradients, not the scaled ones
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if state.scaler is not None:
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+    else:
+        state.optimizer.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    if state.scheduler is not None:
+        state.scheduler.step()
+
+
+def evaluate(trainer: Trainer, model: nn.Module) -> dict[str, float]:
+    """Score ``model`` (eval mode, no gradients) on the validation data.
+
+    A trainer either overrides ``validate(model)`` whole, or gives ``val_loader()`` plus a
+    per-batch ``validation_step(model, batch)`` whose outputs ``aggregate_validation`` reduces.
+    """
+    model.eval()
+    with torch.no_grad():
+        loader = trainer.val_loader()
+        if loader is None:
+            return trainer.validate(model)
+        outputs: list[Any] = []
+        for batch in console.track(loader, "validation", total=len(loader)):
+            with trainer.autocast():
+                outputs.append(trainer.validation_step(model, trainer.to_device(batch)))
+        return trainer.aggregate_validation(outputs)

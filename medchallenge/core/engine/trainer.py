@@ -1,0 +1,293 @@
+"""The Trainer: a challenge's hooks around one shared ``fit`` (nnU-Net's run_training, timm's order)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from medchallenge import __version__
+from medchallenge.core import console
+from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checked
+from medchallenge.core.device import amp_dtype, autocast, resolve_device, to_device
+from medchallenge.core.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from medchallenge.core.engine.config import TrainConfig, options_record
+from medchallenge.core.engine.loaders import Loaders
+from medchallenge.core.engine.loop import StepState, evaluate, train_one_epoch
+from medchallenge.core.engine.optim import build_optimizer, build_scheduler, optimization_record
+from medchallenge.core.engine.runlog import RunLog
+from medchallenge.core.engine.saver import CheckpointSaver
+from medchallenge.core.errors import OptionError
+from medchallenge.core.io import write_json
+from medchallenge.core.jsonio import strict_json
+from medchallenge.core.registry import Registry
+from medchallenge.core.seeding import epoch_seed, seed_everything
+
+
+class Trainer:
+    """The shared training loop; a challenge subclasses it and fills in the hooks.
+
+    Required: ``model_spec`` (and ``registry``, or an own ``build_model``), ``train_dataset`` or
+    ``train_loader``, ``training_step``, and either ``validate`` or ``val_loader`` +
+    ``validation_step`` + ``aggregate_validation``. ``options`` (a dataclass of the challenge's own
+    options) is recorded in config.json and the checkpoints by the engine.
+    """
+
+    challenge: str = ""
+    monitor: str = "val_loss"
+    monitor_mode: str = "max"  # "max" or "min"
+    registry: Registry | None = None
+
+    def __init__(self, config: TrainConfig, options: Any = None) -> None:
+        self.config = config
+        self.options = options
+        self.run_dir = config.out
+        self.device = torch.device("cpu")
+        self.dist = DistInfo()
+        self.amp_dtype: torch.dtype | None = None
+        self.loaders = Loaders(config.seed, config.workers)
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ hooks
+    def model_spec(self) -> dict[str, Any]:
+        """The one description of the model: ``{"name": ..., "kwargs": {...}}`` (predict rebuilds from it)."""
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        """The bare model on the CPU; by default built from :meth:`model_spec` through ``registry``."""
+        if self.registry is None:
+            raise NotImplementedError(f"{type(self).__name__} needs a registry or its own build_model")
+        return self.registry.build(self.model_spec())
+
+    def prepare_model(self, model: nn.Module) -> None:
+        """Load pretrained or transferred weights and freeze parameters (before the optimizer is built)."""
+
+    def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What ``predict`` needs besides weights (classes, preprocessing); ``row`` is this epoch's metrics."""
+        return {}
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def train_loader(self) -> DataLoader:
+        """The training loader; by default a shuffled loader over :meth:`train_dataset`."""
+        return self.loaders.train(self.train_dataset(), self.config.batch_size)
+
+    def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
+        """Forward one batch (already on the device, under autocast) and return the loss."""
+        raise NotImplementedError
+
+    def val_loader(self) -> DataLoader | None:
+        """The validation loader for the per-batch path (``None``: :meth:`validate` is called instead)."""
+        return None
+
+    def validation_step(self, model: nn.Module, batch: Any) -> Any:
+        """One validation batch → whatever :meth:`aggregate_validation` needs (counts, predictions)."""
+        raise NotImplementedError
+
+    def aggregate_validation(self, outputs: list[Any]) -> dict[str, float]:
+        """Reduce the outputs of :meth:`validation_step` to the metrics."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Score the model on the validation data (eval mode, no gradients), when not per batch."""
+        return {}
+
+    def configure_optimizers(
+        self, model: nn.Module, steps_per_epoch: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """Optimizer and a per-step scheduler from the config's options (trainable parameters only)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = build_optimizer(self.config, params)
+        return optimizer, build_scheduler(self.config, optimizer, steps_per_epoch)
+
+    def on_epoch_start(self, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Called before each epoch (0-based), e.g. for momentum ramps."""
+
+    def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
+        """Called after each epoch's checkpoints are written (0-based epoch)."""
+
+    # ------------------------------------------------------------- helpers
+    @contextlib.contextmanager
+    def autocast(self) -> Iterator[None]:
+        """Mixed precision as configured (a no-op on CPU)."""
+        with autocast(self.device, self.amp_dtype):
+            yield
+
+    def to_device(self, batch: Any) -> Any:
+        return to_device(batch, self.device, self.config.channels_last)
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.is_main
+
+    # ----------------------------------------------------------------- fit
+    def fit(self) -> dict[str, Any]:
+        """Train for ``config.epochs`` epochs; returns the best and last metrics and the run folder."""
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        self.dist = init_distributed(self.device)
+        self.loaders.bind(self.dist, self.device)
+        self.amp_dtype = amp_dtype(self.device, cfg.amp)
+        seed_everything(cfg.seed + self.dist.rank)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        try:
+            return self.run_training()
+        finally:
+            cleanup()
+
+    def run_training(self) -> dict[str, Any]:
+        """Set up model, data and optimizer, then epochs of train → validate → checkpoint."""
+        cfg = self.config
+        self._check_run_dir()
+        log_handler = console.add_file_log(self.run_dir / "train.log") if self.is_main else None
+        runlog = RunLog(self.run_dir, self.monitor, cfg.epochs, write=self.is_main, tensorboard=cfg.tensorboard)
+        saver = CheckpointSaver(self.run_dir, self.monitor, self.monitor_mode)
+        try:
+            model, raw_model = self._setup_model()
+            loader = self.train_loader()
+            state = self._setup_optimization(raw_model, len(loader))
+            start = self._resume(raw_model, state, runlog, saver) if cfg.resume else 0
+            self._write_config(optimization_record(state.optimizer, state.scheduler))
+            console.log(f"{len(loader)} batches per epoch")
+            for epoch in range(start, cfg.epochs):
+                self._run_epoch(model, raw_model, loader, state, epoch, runlog, saver)
+        finally:
+            runlog.close()
+            if log_handler is not None:
+                console.logger.removeHandler(log_handler)
+                log_handler.close()
+        return {"run_dir": str(self.run_dir), "best": {self.monitor: saver.best_value},
+                "last": runlog.history[-1] if runlog.history else {}, "history": runlog.history}
+
+    def _check_run_dir(self) -> None:
+        last = self.run_dir / "last.pt"
+        if self.is_main:
+            if last.exists() and not self.config.resume:
+                raise OptionError(
+                    f"{self.run_dir} already holds a run (last.pt): pass --resume to continue it, or another --out"
+                )
+            if self.config.resume and not last.exists():
+                raise OptionError(f"--resume: {last} not found, nothing to resume")
+            (self.run_dir / "plots").mkdir(parents=True, exist_ok=True)
+        barrier()
+
+    def _setup_model(self) -> tuple[nn.Module, nn.Module]:
+        """Build → prepare (pretrained, freezing) → device → channels_last → compile → DDP (timm's order)."""
+        cfg = self.config
+        console.log(
+            f"{self.challenge} train → {self.run_dir} on {self.device}"
+            f" (amp={self.amp_dtype}, world_size={self.dist.world_size}, seed={cfg.seed})"
+        )
+        raw_model = self.build_model()
+        self.prepare_model(raw_model)
+        raw_model = raw_model.to(self.device)
+        if cfg.channels_last:
+            raw_model = raw_model.to(memory_format=torch.channels_last)
+        model: nn.Module = raw_model
+        if cfg.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
+        n_all = sum(p.numel() for p in raw_model.parameters())
+        console.log(f"model {self.model_spec()['name']}: {n_train:,} trainable / {n_all:,} parameters")
+        return model, raw_model
+
+    def _setup_optimization(self, raw_model: nn.Module, n_batches: int) -> StepState:
+        steps_per_epoch = max(1, math.ceil(n_batches / self.config.accumulate))
+        optimizer, scheduler = self.configure_optimizers(raw_model, steps_per_epoch)
+        scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        return StepState(optimizer, scheduler, scaler)
+
+    def _resume(self, raw_model: nn.Module, state: StepState, runlog: RunLog, saver: CheckpointSaver) -> int:
+        """Load last.pt into the model, optimizer, scheduler and scaler; returns the epochs done."""
+        path = self.run_dir / "last.pt"
+        ckpt = load_checkpoint(path, challenge=self.challenge, map_location=self.device)
+        load_state_dict_checked(raw_model, ckpt["state_dict"], path)
+        train_state = ckpt["train_state"]
+        state.optimizer.load_state_dict(train_state["optimizer"])
+        if state.scheduler is not None and train_state.get("scheduler") is not None:
+            state.scheduler.load_state_dict(train_state["scheduler"])
+        if state.scaler is not None and train_state.get("scaler") is not None:
+            state.scaler.load_state_dict(train_state["scaler"])
+        done = int(ckpt["epoch"])
+        saver.best_value = train_state.get("best_value")
+        runlog.restore(train_state.get("history", []), done)
+        console.log(f"resumed from {path} after epoch {done}")
+        return done
+
+    def record(self) -> dict[str, Any]:
+        """What config.json and every checkpoint record about the run's options."""
+        return {"challenge": self.challenge, "version": __version__, "monitor": self.monitor,
+                "world_size": self.dist.world_size, **self.config.to_json(),
+                "options": options_record(self.options)}
+
+    def _write_config(self, optimization: dict[str, Any]) -> None:
+        if self.is_main:
+            write_json(self.run_dir / "config.json", {**self.record(), **optimization})
+        barrier()
+
+    def _run_epoch(self, model: nn.Module, raw_model: nn.Module, loader: DataLoader, state: StepState, epoch: int,
+                   runlog: RunLog, saver: CheckpointSaver) -> None:
+        cfg = self.config
+        self.epoch = epoch
+        self._reseed(epoch)
+        self.on_epoch_start(epoch, raw_model, state.optimizer)
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        train_loss = train_one_epoch(self, model, loader, state, epoch)
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": state.optimizer.param_groups[0]["lr"]}
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
+            metrics = evaluate(self, raw_model) if self.is_main else {}
+            row.update(broadcast_object(metrics))  # every rank agrees on the metrics
+        row["time_s"] = round(time.perf_counter() - started, 3)
+        if self.device.type == "cuda":
+            row["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
+        improved = saver.improves(row)
+        runlog.history.append(row)
+        if self.is_main:
+            train_state = {
+                "optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+                "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+                "history": runlog.json_history(),
+            }
+            saver.save(lambda: self._payload(raw_model, epoch + 1, row), train_state, improved)
+        runlog.history.pop()
+        runlog.add(row, improved)
+        barrier()
+        self.on_epoch_end(epoch, row)
+
+    def _payload(self, raw_model: nn.Module, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
+        state_dict = {k: v.detach().cpu() for k, v in raw_model.state_dict().items()}
+        return {
+            "challenge": self.challenge,
+            "model": self.model_spec(),
+            "state_dict": state_dict,
+            "meta": strict_json(self.checkpoint_meta(row)),
+            "config": self.record(),
+            "epoch": epoch,
+            "metrics": strict_json(row),
+            "monitor": self.monitor,
+        }
+
+    def _reseed(self, epoch: int) -> None:
+        seed = epoch_seed(self.config.seed, epoch, self.dist.rank)
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+        self.loaders.set_epoch(epoch)
