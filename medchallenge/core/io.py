@@ -21,6 +21,13 @@ from medchallenge.core.jsonio import dumps_json, strict_json  # noqa: F401 (re-e
 TMP_SUFFIX = ".partial"
 
 
+def current_umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no read-only call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success move it to ``path``, else delete it.
@@ -30,6 +37,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX + path.suffix, dir=path.parent)
+    # mkstemp creates 0600 whatever the umask; give the file the mode open() would, so colleagues
+    # on a shared server can read submissions, caches and checkpoints as the user's umask allows
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
