@@ -43,6 +43,37 @@ def root(
     """Medical-imaging challenges from raw data to a scored submission."""
 
 
+@app.command("env")
+def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables.")) -> None:
+    """Print the environment (versions, commit, devices) and where pretrained weights are looked for."""
+    from medchallenge.core.jsonio import dumps_json
+    from medchallenge.core.provenance import environment, pretrained_files
+
+    record, weights = environment(), pretrained_files()
+    if as_json:
+        typer.echo(dumps_json({**record, "pretrained": weights}))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table("what", "value", title="medchallenge environment")
+    for key, value in record.items():
+        if key == "libraries":
+            for name, version in value.items():
+                table.add_row(name, version or "[red]not installed[/red]")
+        elif key == "gpus":
+            for gpu in value:
+                table.add_row(f"GPU {gpu['index']}", f"{gpu['name']} ({gpu['memory_gb']} GB)")
+        else:
+            table.add_row(key, str(value))
+    console.print(table)
+    found = Table("model", "file", "present", title="pretrained weights (never downloaded)")
+    for row in weights:
+        found.add_row(row["model"], row["file"], "yes" if row["present"] else "[yellow]no[/yellow]")
+    console.print(found)
+
+
 for _key, _help in CHALLENGES.items():
     app.add_typer(importlib.import_module(f"medchallenge.{_key}.cli").app, name=_key, help=_help)
 

@@ -70,4 +70,6 @@ def options_record(options: Any) -> dict[str, Any]:
         options = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     elif not isinstance(options, dict):
         options = dict(vars(options))
+    # input paths as absolute paths: a run folder read later, from elsewhere, still says what it read
+    options = {k: (v.absolute() if isinstance(v, Path) else v) for k, v in options.items()}
     return strict_json(options)

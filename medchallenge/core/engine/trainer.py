@@ -28,6 +28,7 @@ from medchallenge.core.engine.saver import CheckpointSaver
 from medchallenge.core.errors import OptionError
 from medchallenge.core.io import write_json
 from medchallenge.core.jsonio import strict_json
+from medchallenge.core.provenance import run_record
 from medchallenge.core.registry import Registry
 from medchallenge.core.seeding import epoch_seed, seed_everything
 
@@ -237,7 +238,8 @@ class Trainer:
 
     def _write_config(self, optimization: dict[str, Any]) -> None:
         if self.is_main:
-            write_json(self.run_dir / "config.json", {**self.record(), **optimization})
+            provenance = run_record(self.device, self.amp_dtype)
+            write_json(self.run_dir / "config.json", {**self.record(), **optimization, "provenance": provenance})
         barrier()
 
     def _run_epoch(self, model: nn.Module, raw_model: nn.Module, loader: DataLoader, state: StepState, epoch: int,
