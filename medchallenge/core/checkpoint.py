@@ -24,6 +24,7 @@ import torch
 from medchallenge import __version__
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path
+from medchallenge.core.runs import resolve_checkpoint
 
 FORMAT = "medchallenge-checkpoint/1"
 
@@ -51,7 +52,7 @@ def load_checkpoint(
     Raises:
         DataError: missing, corrupt, not ours, of another challenge or another model.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)  # a run folder means its best.pt
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
     try:

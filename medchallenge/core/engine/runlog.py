@@ -23,7 +23,15 @@ class RunLog:
         self.epochs = epochs
         self.write = write
         self.history: list[dict[str, Any]] = []
-        self.writer = _tensorboard_writer(self.run_dir) if (tensorboard and write) else None
+        self.writer: Any = None
+        self.open_tensorboard(tensorboard)
+
+    def open_tensorboard(self, wanted: bool) -> None:
+        """Start the TensorBoard writer in RUN/tensorboard (rank 0; once the run folder exists)."""
+        if wanted and self.write and self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
     def restore(self, history: list[dict[str, Any]], epochs_done: int) -> None:
         """Continue the rows of a resumed run (the rows after its last checkpoint are dropped)."""
@@ -51,12 +59,12 @@ class RunLog:
             self.writer.close()
 
 
-def _tensorboard_writer(run_dir: Path) -> Any:
+def require_tensorboard() -> None:
+    """Fail at once (before the run folder exists) when --tensorboard is asked for without the extra."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError as err:
         raise OptionError("--tensorboard needs the optional extra: pip install 'medchallenge[tensorboard]'") from err
-    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
 
 def _fmt(value: Any) -> str:

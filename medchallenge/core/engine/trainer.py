@@ -23,13 +23,14 @@ from medchallenge.core.engine.config import TrainConfig, options_record
 from medchallenge.core.engine.loaders import Loaders
 from medchallenge.core.engine.loop import StepState, evaluate, train_one_epoch
 from medchallenge.core.engine.optim import build_optimizer, build_scheduler, optimization_record
-from medchallenge.core.engine.runlog import RunLog
+from medchallenge.core.engine.runlog import RunLog, require_tensorboard
 from medchallenge.core.engine.saver import CheckpointSaver
 from medchallenge.core.errors import OptionError
 from medchallenge.core.io import write_json
 from medchallenge.core.jsonio import strict_json
 from medchallenge.core.provenance import run_record
 from medchallenge.core.registry import Registry
+from medchallenge.core.runs import link_latest
 from medchallenge.core.seeding import epoch_seed, seed_everything
 
 
@@ -149,19 +150,28 @@ class Trainer:
             cleanup()
 
     def run_training(self) -> dict[str, Any]:
-        """Set up model, data and optimizer, then epochs of train → validate → checkpoint."""
+        """Set up model, data and optimizer, then epochs of train → validate → checkpoint.
+
+        Everything an option can make fail (weights, ``--from``, data, optional extras) runs before
+        the run folder is created, so a failed start leaves no orphan folder behind.
+        """
         cfg = self.config
         self._check_run_dir()
-        log_handler = console.add_file_log(self.run_dir / "train.log") if self.is_main else None
-        runlog = RunLog(self.run_dir, self.monitor, cfg.epochs, write=self.is_main, tensorboard=cfg.tensorboard)
+        if cfg.tensorboard:
+            require_tensorboard()
+        model, raw_model = self._setup_model()
+        loader = self.train_loader()
+        state = self._setup_optimization(raw_model, len(loader))
+        runlog = RunLog(self.run_dir, self.monitor, cfg.epochs, write=self.is_main, tensorboard=False)
         saver = CheckpointSaver(self.run_dir, self.monitor, self.monitor_mode)
+        start = self._resume(raw_model, state, runlog, saver) if cfg.resume else 0
+        self._create_run_dir()
+        log_handler = console.add_file_log(self.run_dir / "train.log") if self.is_main else None
+        runlog.open_tensorboard(cfg.tensorboard)
         try:
-            model, raw_model = self._setup_model()
-            loader = self.train_loader()
-            state = self._setup_optimization(raw_model, len(loader))
-            start = self._resume(raw_model, state, runlog, saver) if cfg.resume else 0
             self._write_config(optimization_record(state.optimizer, state.scheduler))
-            console.log(f"{len(loader)} batches per epoch")
+            console.log(f"{self.challenge} run {self.run_dir}: {len(loader)} batches per epoch, epochs {start + 1}"
+                        f"-{cfg.epochs}")
             for epoch in range(start, cfg.epochs):
                 self._run_epoch(model, raw_model, loader, state, epoch, runlog, saver)
         finally:
@@ -173,6 +183,7 @@ class Trainer:
                 "last": runlog.history[-1] if runlog.history else {}, "history": runlog.history}
 
     def _check_run_dir(self) -> None:
+        """Refuse a folder that holds a run unless resuming, and a resume without last.pt (creates nothing)."""
         last = self.run_dir / "last.pt"
         if self.is_main:
             if last.exists() and not self.config.resume:
@@ -181,7 +192,12 @@ class Trainer:
                 )
             if self.config.resume and not last.exists():
                 raise OptionError(f"--resume: {last} not found, nothing to resume")
+        barrier()
+
+    def _create_run_dir(self) -> None:
+        if self.is_main:
             (self.run_dir / "plots").mkdir(parents=True, exist_ok=True)
+            link_latest(self.run_dir)
         barrier()
 
     def _setup_model(self) -> tuple[nn.Module, nn.Module]:
