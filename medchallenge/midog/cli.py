@@ -1,161 +1,191 @@
-"""``medchallenge midog``: sample, train, predict, evaluate for MIDOG 2021 mitosis detection."""
+"""``medchallenge midog``: sample, tile, train, predict, evaluate for MIDOG 2021 mitosis detection."""
 
-from __future__ import annotations
-
+import enum
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.jsonio import dumps_json
+from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
 from medchallenge.core.options import (
-    AccumulateOpt,
-    AmpOpt,
     BatchSizeOpt,
     CheckpointOpt,
-    CompileOpt,
-    DataOpt,
     DeviceOpt,
-    EpochsOpt,
     JsonOpt,
-    LrOpt,
-    OutOpt,
-    PretrainedOpt,
-    ResumeOpt,
+    OverwriteOpt,
+    PartOpt,
     SeedOpt,
-    TensorboardOpt,
-    WeightsOpt,
     WorkersOpt,
     challenge_app,
     report_errors,
 )
 
 app = challenge_app("MIDOG 2021 mitosis detection with RetinaNet (metric: F1 of 30 px matching).")
-IdsOpt = Annotated[Optional[str], typer.Option("--ids", help="Image ids, e.g. 1-10,51 or @file.")]
+DATA, MODEL = "Data", "Model"
+
+
+class Backbone(str, enum.Enum):
+    resnet50 = "resnet50"
+    resnet18 = "resnet18"
+
+
+class Imposters(str, enum.Enum):
+    ignore = "ignore"
+    negative = "negative"
+
+
+class OutputFormat(str, enum.Enum):
+    both = "both"
+    points = "points"
+    grand_challenge = "grand-challenge"
+
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder of NNN.tiff images (and MIDOG.json).",
+                                       rich_help_panel=DATA)]
+CasesOpt = Annotated[Optional[str], typer.Option("--cases", help="Image numbers, e.g. 1-10,51 or @file.",
+                                                 rich_help_panel=DATA)]
 SpacingOpt = Annotated[Optional[float], typer.Option(
-    "--spacing", min=1e-6, help="Pixel size, µm/px, for images whose TIFF has no resolution (grand-challenge"
-                                " millimetres; default 0.25, MIDOG 2021's).")]
+    "--spacing", min=1e-6, rich_help_panel=DATA,
+    help="Pixel size, µm/px, for images whose TIFF has no resolution (grand-challenge millimetres; default 0.25,"
+         " MIDOG 2021's).")]
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--width": "size"})
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("midog-sample"),
     n_images: Annotated[int, typer.Option("--n-images", min=3, help="Annotated images (train + test).")] = 12,
-    width: Annotated[int, typer.Option("--width", min=64, help="Image width, px.")] = 1024,
-    height: Annotated[int, typer.Option("--height", min=64, help="Image height, px.")] = 768,
+    size: Annotated[int, typer.Option("--size", min=64, help="Image width, px (height = round(0.75·width)).")] = 1024,
+    height: Annotated[Optional[int], typer.Option("--height", min=64, hidden=True)] = None,
     seed: SeedOpt = 0,
 ) -> None:
     """Write synthetic NNN.tiff images and MIDOG.json (test answers in answers/MIDOG.json).
 
-    Example: medchallenge midog sample --out midog-sample --n-images 12
+    Example: medchallenge midog sample --out midog-sample --n-images 12 --size 1024
     """
-    from medchallenge.core.console import log
+    from medchallenge.core.console import log, warn
     from medchallenge.midog.sample import write_sample_dataset
 
-    counts = write_sample_dataset(out, n_images, width, height, seed)
+    if height is not None:  # the old --width/--height pair: honoured one more release
+        warn("--height is deprecated and will be removed; use --size (height = round(0.75·width))")
+    counts = write_sample_dataset(out, n_images, size, height or round(0.75 * size), seed)
     log(f"wrote {counts['train']} training, {counts['test']} test and {counts['unannotated']} unannotated image(s) to {out}")
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--out": "cache", "--tile-size": "tiff_tile"})
 def tile(
     data: DataOpt = Path("."),
-    out: OutOpt = None,
-    tile_size: Annotated[int, typer.Option("--tile-size", min=16, help="TIFF tile size, px.")] = 256,
-    part: Annotated[Optional[str], typer.Option("--part", help="K/N: only part K of N (array jobs).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo images already tiled.")] = False,
+    cache: Annotated[Path, typer.Option("--cache", help="Folder of tiled TIFF copies to write.",
+                                        rich_help_panel=DATA)] = Path("tiles"),
+    tiff_tile: Annotated[int, typer.Option("--tiff-tile", min=16, help="TIFF tile size, px.")] = 256,
+    part: PartOpt = None,
+    overwrite: OverwriteOpt = False,
+    workers: WorkersOpt = 0,
 ) -> None:
     """Re-encode the images as tiled TIFFs (./tiles, with MIDOG.json) so patches decode lazily.
 
-    Example: medchallenge midog tile --data /data/midog --out tiles
+    Example: medchallenge midog tile --data /data/midog --cache tiles --workers 4
     """
     from medchallenge.midog.tiling import tile_images
 
-    tile_images(data, out or Path("tiles"), tile_size, part=part, overwrite=overwrite)
+    tile_images(data, cache, tiff_tile, part=part, overwrite=overwrite, workers=workers)
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--backbone": "model"})
+@engine_flags(epochs=10, batch_size=12, lr=1e-4, grad_clip=10.0, workers=2)
 def train(
     data: DataOpt = Path("."),
-    annotations: Annotated[Optional[Path], typer.Option("--annotations", help="MIDOG.json (default DATA/MIDOG.json).")] = None,
-    out: OutOpt = None,
-    backbone: Annotated[str, typer.Option("--backbone", help="resnet50 (retinanet_resnet50_fpn_v2) or resnet18.")] = "resnet50",
-    patch_size: Annotated[int, typer.Option("--patch-size", min=64, help="Patch size, px (kept at 1:1).")] = 512,
-    patches_per_image: Annotated[int, typer.Option("--patches-per-image", min=1, help="Patches per image per epoch.")] = 10,
-    trainable_backbone_layers: Annotated[int, typer.Option("--trainable-backbone-layers", min=0, max=5)] = 5,
-    imposters: Annotated[str, typer.Option("--imposters", help="ignore (not a target) or negative (a class of its own).")] = "ignore",
-    centre: Annotated[bool, typer.Option("--centre", help="Centre guided patches on the figure.")] = False,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images for validation.")] = 0.2,
-    val_ids: Annotated[Optional[Path], typer.Option("--val-ids", help="File listing validation image ids.")] = None,
-    epochs: EpochsOpt = 10,
-    batch_size: BatchSizeOpt = 12,
-    lr: LrOpt = 1e-4,
-    pretrained: PretrainedOpt = True,
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
-    seed: SeedOpt = 0,
-    amp: AmpOpt = True,
-    compile: CompileOpt = False,
-    accumulate: AccumulateOpt = 1,
-    resume: ResumeOpt = False,
-    tensorboard: TensorboardOpt = False,
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", rich_help_panel=DATA,
+        help="Tile cache from `midog tile` to read the images from (default: the TIFFs in --data).")] = None,
+    annotations: Annotated[Optional[Path], typer.Option(
+        "--annotations", rich_help_panel=DATA, help="MIDOG.json (default: in --cache, else in --data).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/retinanet-<time>).")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images for validation.",
+                                                rich_help_panel=DATA)] = 0.2,
+    val_ids: Annotated[Optional[Path], typer.Option("--val-ids", help="File listing validation image ids.",
+                                                    rich_help_panel=DATA)] = None,
+    patch_size: Annotated[int, typer.Option("--patch-size", min=64, help="Patch size, px (kept at 1:1).",
+                                            rich_help_panel=DATA)] = 512,
+    patches_per_image: Annotated[int, typer.Option("--patches-per-image", min=1, rich_help_panel=DATA,
+                                                   help="Patches per image per epoch.")] = 10,
+    centre: Annotated[bool, typer.Option("--centre", help="Centre guided patches on the figure.",
+                                         rich_help_panel=DATA)] = False,
+    model: Annotated[Backbone, typer.Option("--model", rich_help_panel=MODEL,
+                                            help="Backbone: resnet50 (retinanet_resnet50_fpn_v2) or resnet18.")] = Backbone.resnet50,
+    trainable_backbone_layers: Annotated[int, typer.Option("--trainable-backbone-layers", min=0, max=5,
+                                                           rich_help_panel=MODEL)] = 5,
+    imposters: Annotated[Imposters, typer.Option("--imposters", rich_help_panel=MODEL,
+                                                 help="ignore (not a target) or negative (a class of its own).")] = Imposters.ignore,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", rich_help_panel=MODEL,
+                                             help="COCO RetinaNet weights from the torch hub cache (no download).")] = True,
+    weights: Annotated[Optional[Path], typer.Option("--weights", rich_help_panel=MODEL,
+                                                    help="COCO RetinaNet weights file (instead of the hub cache).")] = None,
+    *,
+    engine: EngineFlags,
 ) -> None:
     """Train RetinaNet on guided patches; best.pt by F1 on whole validation images (writes ./runs/retinanet-<time>).
 
-    Example: medchallenge midog train --patch-size 512 --batch-size 12 --epochs 100 --patches-per-image 10
+    Example: medchallenge midog train --cache tiles --patch-size 512 --batch-size 12 --epochs 100
     """
-    from medchallenge.core.engine import TrainConfig
     from medchallenge.midog.train import MidogOptions, MidogTrainer
 
     out = out or Path("runs") / f"retinanet-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(out=out, epochs=epochs, batch_size=batch_size, lr=lr, scheduler="cosine", device=device,
-                         workers=workers, seed=seed, amp=amp, compile=compile, accumulate=accumulate, resume=resume,
-                         tensorboard=tensorboard, grad_clip=10.0)
-    options = MidogOptions(data=data, annotations=annotations or data / "MIDOG.json", backbone=backbone,
-                           patch_size=patch_size, patches_per_image=patches_per_image,
-                           trainable_layers=trainable_backbone_layers, pretrained=pretrained, weights=weights,
-                           imposters=imposters, centre=centre, val_fraction=val_fraction, val_ids=val_ids)
-    result = MidogTrainer(config, options).fit()
+    options = MidogOptions(data=data, annotations=annotations, cache=cache, model=model.value, patch_size=patch_size,
+                           patches_per_image=patches_per_image, trainable_layers=trainable_backbone_layers,
+                           pretrained=pretrained, weights=weights, imposters=imposters.value, centre=centre,
+                           val_fraction=val_fraction, val_ids=val_ids)
+    result = MidogTrainer(engine.config(out), options).fit()
     typer.echo(f"best validation F1 {result['best']['f1']}: {out / 'best.pt'}", err=True)
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--ids": "cases"})
 def predict(
     checkpoint: CheckpointOpt,
     data: DataOpt = Path("."),
-    ids: IdsOpt = None,
-    out: Annotated[Path, typer.Option("--out", help="Detections JSON.")] = Path("detections.json"),
+    cases: CasesOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for detections.json (px) and grand-challenge.json (mm).")]
+    = Path("predictions"),
     threshold: Annotated[str, typer.Option("--threshold", help="Score cut, or auto (best validation F1).")] = "0.5",
     overlap: Annotated[Optional[float], typer.Option("--overlap", help="Patch overlap fraction (default: training's).")] = None,
-    output_format: Annotated[str, typer.Option(
-        "--format", help="points (px) or grand-challenge (the reference container's \"Multiple points\", mm).")] = "points",
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--format", help="both, points (detections.json, px) or grand-challenge (grand-challenge.json: the reference"
+                         " container's \"Multiple points\", mm).")] = OutputFormat.both,
     spacing: SpacingOpt = None,
+    part: PartOpt = None,
+    overwrite: OverwriteOpt = False,
     batch_size: BatchSizeOpt = 8,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Detect mitoses on whole images (overlapping patches, global NMS) into detections.json.
+    """Detect mitoses on whole images (overlapping patches, global NMS) into the folder --out.
 
-    Example: medchallenge midog predict --checkpoint runs/retinanet-*/best.pt --ids 1-10 --threshold auto
+    Example: medchallenge midog predict --checkpoint runs/retinanet-*/best.pt --cases 1-10 --threshold auto
     """
     from medchallenge.midog.predict import predict_detections, read_ids
 
-    predict_detections(checkpoint, data, out, read_ids(ids), threshold, overlap, device, batch_size, output_format,
-                       spacing)
+    predict_detections(checkpoint, data, out, read_ids(cases), threshold, overlap, device, batch_size,
+                       output_format.value, spacing, part, overwrite)
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--detections": "predictions", "--ids": "cases"})
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="MIDOG.json with the ground truth.")],
-    detections: Annotated[Path, typer.Option(
-        "--detections", help="Detections JSON from predict: points (px) or grand-challenge (mm).")] = Path("detections.json"),
+    predictions: Annotated[Path, typer.Option(
+        "--predictions", help="predict's folder (its detections.json or parts), or a detections JSON: points (px)"
+                              " or grand-challenge (mm).")] = Path("predictions"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
     radius: Annotated[float, typer.Option("--radius", help="Matching radius, px.")] = 30.0,
-    ids: IdsOpt = None,
+    cases: CasesOpt = None,
     plots: Annotated[bool, typer.Option("--plots", help="Crops with truth and detections drawn (needs --data).")] = False,
     data: DataOpt = Path("."),
     spacing: Annotated[Optional[float], typer.Option(
@@ -165,24 +195,28 @@ def evaluate(
 ) -> None:
     """Official F1 (greedy 30 px matching, TP/FP/FN summed over images), overall and per scanner; undefined = null.
 
-    Example: medchallenge midog evaluate --detections detections.json --truth answers/MIDOG.json --json
+    Example: medchallenge midog evaluate --predictions predictions --truth answers/MIDOG.json --json
     """
-    from medchallenge.core.console import out_console
-    from medchallenge.core.io import write_json
-    from medchallenge.midog.predict import evaluate_detections, read_ids
+    from medchallenge.core.jsonio import dumps_json
+    from medchallenge.core.report import write_report
+    from medchallenge.midog.predict import evaluate_detections, evaluation_report, plot_crops, read_ids
 
-    result = evaluate_detections(detections, truth, radius, read_ids(ids), data, spacing)
-    write_json(detections.parent / "evaluation" / "metrics.json", result)
-    if plots:
-        from medchallenge.midog.predict import plot_crops
-
-        plot_crops(detections, truth, data, detections.parent / "evaluation", spacing_um=spacing)
+    result = evaluate_detections(predictions, truth, radius, read_ids(cases), data, spacing)
+    draw = (lambda folder: plot_crops(predictions, truth, data, folder, spacing_um=spacing)) if plots else None
+    report = evaluation_report(result, draw)
+    write_report(report, out)
     if as_json:
-        typer.echo(dumps_json({k: v for k, v in result.items() if k != "images"}))
+        typer.echo(dumps_json(report.to_json()))
         return
+    _print_table(result, f"MIDOG: {predictions} vs {truth}")
+
+
+def _print_table(result: dict, title: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"MIDOG: {detections} vs {truth}")
+    from medchallenge.core.console import out_console
+
+    table = Table(title=title)
     for column in ("scope", "TP", "FP", "FN", "precision", "recall", "F1"):
         table.add_column(column, justify="left" if column == "scope" else "right")
     rows = [("all", result)] + list(result["by_scanner"].items())

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from medchallenge.core.device import autocast
+from medchallenge.core.inference import batch_slices
 from medchallenge.core.wsi import SlideReader
 
 
@@ -42,8 +43,8 @@ def detect_image(model: torch.nn.Module, reader: SlideReader, patch: int, device
     width, height = reader.level_dimensions[0]
     origins = [(x, y) for y in tile_positions(height, patch, overlap) for x in tile_positions(width, patch, overlap)]
     points, scores = [], []
-    for start in range(0, len(origins), batch_size):
-        chunk = origins[start : start + batch_size]
+    for batch in batch_slices(len(origins), batch_size):
+        chunk = origins[batch]
         images = [torch.from_numpy(reader.read_region(x, y, 0, patch, patch)).permute(2, 0, 1).to(device).float() / 255
                   for x, y in chunk]
         with autocast(device, dtype):

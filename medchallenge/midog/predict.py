@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checked
+from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import write_json
+from medchallenge.core.parts import parse_part, select_part
+from medchallenge.core.report import EvaluationReport
 from medchallenge.core.wsi import open_slide
 from medchallenge.midog.data import annotated_images, load_midog_json, scanner_of
 from medchallenge.midog.inference import detect_image
 from medchallenge.midog.metrics import Counts, match_image
-from medchallenge.midog.models import build_model
+from medchallenge.midog.models import MODELS
 from medchallenge.midog.submission import (
     DEFAULT_SPACING_UM,
     Detections,
@@ -41,43 +44,66 @@ def image_files(data: Path, ids: list[int] | None) -> list[Path]:
     return files
 
 
+FILE_STEMS = {"points": "detections", "grand-challenge": "grand-challenge"}
+FORMATS = ("points", "grand-challenge", "both")
+
+
+def output_files(out: Path, output_format: str, part: str | None) -> dict[str, Path]:
+    """Format → file in the folder ``out``: ``detections.json`` (px) and/or ``grand-challenge.json`` (mm);
+    with ``--part K/N``, ``<stem>.part-K-of-N.json`` so the parts of an array job never collide."""
+    if output_format not in FORMATS:
+        raise OptionError(f"--format {output_format}: expected one of {', '.join(FORMATS)}")
+    formats = ("points", "grand-challenge") if output_format == "both" else (output_format,)
+    suffix = ".json" if part is None else ".part-{}-of-{}.json".format(*parse_part(part))
+    return {fmt: Path(out) / (FILE_STEMS[fmt] + suffix) for fmt in formats}
+
+
 def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] | None = None, threshold: str = "0.5",
                        overlap: float | None = None, device: str = "auto", batch_size: int = 8,
-                       output_format: str = "points", spacing_um: float | None = None) -> dict[str, Any]:
-    """Detect mitoses on whole images and write them as ``out``.
+                       output_format: str = "both", spacing_um: float | None = None, part: str | None = None,
+                       overwrite: bool = False) -> dict[str, Path]:
+    """Detect mitoses on whole images and write them into the folder ``out``; returns format → file.
 
-    ``points``: ``{file_name: [{"x", "y", "score"}, ...]}`` in px, the detections ``>= threshold``.
-    ``grand-challenge``: ``{file_name: <"Multiple points" document>}`` in mm, every candidate named
-    by the threshold (see :mod:`medchallenge.midog.submission`); the pixel size comes from each
-    TIFF's resolution, else ``spacing_um`` (default 0.25 µm/px, said in a log line).
+    ``points`` (``detections.json``): ``{file_name: [{"x", "y", "score"}, ...]}`` in px, the
+    detections ``>= threshold``. ``grand-challenge`` (``grand-challenge.json``): ``{file_name:
+    <"Multiple points" document>}`` in mm, every candidate named by the threshold (see
+    :mod:`medchallenge.midog.submission`); the pixel size comes from each TIFF's resolution, else
+    ``spacing_um`` (default 0.25 µm/px, said in a log line). ``part`` K/N takes every N-th image and
+    writes ``<stem>.part-K-of-N.json`` (``evaluate`` merges the parts); files already written are
+    kept unless ``overwrite``.
     """
-    if output_format not in ("points", "grand-challenge"):
-        raise OptionError(f"--format {output_format}: expected points or grand-challenge")
+    targets = output_files(out, output_format, part)
+    if not overwrite and all(path.exists() for path in targets.values()):
+        console.log(f"{', '.join(str(p) for p in targets.values())} already written: skipped (--overwrite redoes)")
+        return targets
+    files = select_part(image_files(data, ids), part)
     dev = resolve_device(device)
-    state = load_checkpoint(checkpoint, challenge="midog", models=["retinanet"])
-    model = build_model(state["model"])
-    load_state_dict_checked(model, state["state_dict"], checkpoint)
-    model = model.to(dev).eval()
+    model, state = load_model(checkpoint, MODELS, challenge="midog", models=["retinanet"], map_location=dev)
     meta = state["meta"]
     cut = _threshold(threshold, meta)
-    result: dict[str, Any] = {}
-    files = image_files(data, ids)
+    results: dict[str, dict[str, Any]] = {fmt: {} for fmt in targets}
     for path in console.track(files, "predict", total=len(files)):
         with open_slide(path) as reader:
             points, scores = detect_image(model, reader, int(meta["patch_size"]), dev, batch_size,
                                           meta["overlap"] if overlap is None else overlap, amp_dtype(dev))
-        if output_format == "points":
+        if "points" in results:
             keep = scores >= cut
-            result[path.name] = [{"x": round(float(x), 1), "y": round(float(y), 1), "score": round(float(s), 4)}
-                                 for (x, y), s in zip(points[keep], scores[keep])]
-        else:
-            spacing, source = image_spacing_mm(path, DEFAULT_SPACING_UM if spacing_um is None else spacing_um)
-            if source != "TIFF resolution":
-                console.log(f"{path.name}: no resolution in the TIFF, millimetres from {source}")
-            result[path.name] = gc_document(points, scores, cut, spacing)
-    write_json(out, result)
-    console.log(f"wrote detections for {len(result)} image(s) to {out}")
-    return result
+            results["points"][path.name] = [
+                {"x": round(float(x), 1), "y": round(float(y), 1), "score": round(float(s), 4)}
+                for (x, y), s in zip(points[keep], scores[keep])]
+        if "grand-challenge" in results:
+            results["grand-challenge"][path.name] = gc_document(points, scores, cut, _spacing(path, spacing_um))
+    for fmt, target in targets.items():
+        write_json(target, results[fmt])
+        console.log(f"wrote {fmt} detections for {len(results[fmt])} image(s) to {target}")
+    return targets
+
+
+def _spacing(path: Path, spacing_um: float | None) -> tuple[float, float]:
+    spacing, source = image_spacing_mm(path, DEFAULT_SPACING_UM if spacing_um is None else spacing_um)
+    if source != "TIFF resolution":
+        console.log(f"{path.name}: no resolution in the TIFF, millimetres from {source}")
+    return spacing
 
 
 def _threshold(threshold: str, meta: dict[str, Any]) -> float:
@@ -89,6 +115,47 @@ def _threshold(threshold: str, meta: dict[str, Any]) -> float:
         return float(threshold)
     except ValueError as err:
         raise OptionError(f"--threshold {threshold}: expected a number or auto") from err
+
+
+def prediction_files(path: Path) -> list[Path]:
+    """The detection file(s) ``evaluate --predictions`` names: a file, or predict's folder — its
+    ``detections.json``, else its ``detections.part-K-of-N.json`` files, else the same two for
+    ``grand-challenge``. A part missing from a complete set is warned about (its images are unscored)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(path, "no such detections file or predict folder")
+    for stem in FILE_STEMS.values():
+        if (path / f"{stem}.json").is_file():
+            return [path / f"{stem}.json"]
+        parts = sorted(path.glob(f"{stem}.part-*-of-*.json"))
+        if parts:
+            counts = {p.name.rsplit("-of-", 1)[1].removesuffix(".json") for p in parts}
+            if len(counts) > 1:
+                raise DataError(path, f"{stem} parts of different --part N ({', '.join(sorted(counts))}): remove the stale ones")
+            n = int(counts.pop())
+            if len(parts) < n:
+                console.warn(f"{path}: {len(parts)} of {n} {stem} parts written; the others' images are not scored")
+            return parts
+    raise DataError(path, "no detections.json or grand-challenge.json (nor their .part-K-of-N files): run predict")
+
+
+def read_predictions(path: Path) -> Detections:
+    """The detections of a file or of predict's folder (parts merged; one format; an image once)."""
+    files = prediction_files(path)
+    merged = read_detections(files[0])
+    for file in files[1:]:
+        found = read_detections(file)
+        if found.images and merged.images and found.format != merged.format:
+            raise DataError(file, f"{found.format} detections among {merged.format} ones")
+        twice = sorted(set(found.images) & set(merged.images))
+        if twice:
+            raise DataError(file, f"{twice[0]} is also in another part")
+        if not merged.images:
+            merged.format = found.format
+        merged.images.update(found.images)
+    return merged
 
 
 def detections_in_pixels(found: Detections, images: dict[str, Any], data: Path | None,
@@ -120,12 +187,12 @@ def detections_in_pixels(found: Detections, images: dict[str, Any], data: Path |
 
 def evaluate_detections(detections: Path, truth: Path, radius: float = 30.0, ids: list[int] | None = None,
                         data: Path | None = None, spacing_um: float | None = None) -> dict[str, Any]:
-    """Official F1 summed over the images in ``detections`` (plus ``ids``, whose mitoses count as FN
+    """Official F1 summed over the images in ``detections`` (a file or predict's folder; plus ``ids``, whose mitoses count as FN
     when they have no detections); detections of images unknown to the truth are named and ignored.
 
     Undefined precision, recall or F1 (a zero denominator) are NaN (``null`` in JSON).
     """
-    found = read_detections(detections)
+    found = read_predictions(detections)
     images = {img.file_name: img for img in annotated_images(load_midog_json(truth))}
     unknown = sorted(set(found.images) - set(images))
     if unknown:
@@ -136,7 +203,7 @@ def evaluate_detections(detections: Path, truth: Path, radius: float = 30.0, ids
     for i in ids or []:
         name = f"{i:03d}.tiff"
         if name not in images:
-            raise DataError(truth, f"--ids {i}: no annotated image {name}")
+            raise DataError(truth, f"--cases {i}: no annotated image {name}")
         if name not in names:
             names.append(name)
     total, by_scanner = Counts(), {}
@@ -152,7 +219,7 @@ def evaluate_detections(detections: Path, truth: Path, radius: float = 30.0, ids
 
 
 def read_ids(spec: str | None) -> list[int] | None:
-    """``--ids 1,2,10-12`` or ``--ids @file`` (ids separated by spaces, commas or lines)."""
+    """``--cases 1,2,10-12`` or ``--cases @file`` (ids separated by spaces, commas or lines)."""
     if spec is None:
         return None
     from medchallenge.core.parts import parse_case_range
@@ -172,7 +239,7 @@ def plot_crops(detections: Path, truth: Path, data: Path, out: Path, n: int = 8,
     from medchallenge.core.plots import save_image_grid
 
     images = {img.file_name: img for img in annotated_images(load_midog_json(truth))}
-    found = read_detections(detections)
+    found = read_predictions(detections)
     points_px = detections_in_pixels(found, images, data, spacing_um)
     crops, titles = [], []
     yy, xx = np.mgrid[:size, :size]
@@ -194,3 +261,13 @@ def plot_crops(detections: Path, truth: Path, data: Path, out: Path, n: int = 8,
                 titles.append(f"{name} ({cx:.0f}, {cy:.0f})")
     save_image_grid(crops, titles, Path(out) / "crops.png", cols=4)
     return Path(out) / "crops.png"
+
+
+def evaluation_report(result: dict[str, Any], plots: Callable[[Path], Any] | None = None) -> EvaluationReport:
+    """The common report of :func:`evaluate_detections`' result: F1 the score, one row per image."""
+    import pandas as pd
+
+    summary = {k: v for k, v in result.items() if k != "images"}
+    cases = pd.DataFrame(result["images"], columns=["image", "tp", "fp", "fn", "precision", "recall", "f1"])
+    return EvaluationReport("midog", "F1 (greedy 30 px matching, TP/FP/FN summed over images)", result["f1"],
+                            result["n_images"], summary=summary, cases=cases, plots=plots)

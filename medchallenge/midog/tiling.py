@@ -2,48 +2,73 @@
 
 The real MIDOG TIFFs store ~7215×5412 px in strips; a patch read from them decodes the whole
 image. ``tile`` re-encodes each image once as a tiled TIFF (256 px tiles, lossless deflate by
-default, keeping the resolution tags' pixel size) in the output folder and copies MIDOG.json beside
-them; point ``train`` and ``predict`` at that folder. Idempotent (finished images are skipped) and ``--part K/N`` for array jobs.
+default, keeping the resolution tags' pixel size) in the cache folder and copies MIDOG.json beside
+them; point ``train --cache`` (or ``predict --data``) at that folder. The cache is a
+:class:`~medchallenge.core.cache.CacheDir` of kind ``midog-tiff``: a rerun with another TIFF tile
+size or compression is an error naming it unless ``--overwrite`` (which re-encodes), finished
+images are skipped, ``--part K/N`` splits the images across array jobs.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from medchallenge.core import console
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path
-from medchallenge.core.parts import select_part
+from medchallenge.core.parallel import map_jobs
 from medchallenge.core.wsi import open_slide
 from medchallenge.midog.submission import tiff_spacing_mm
 
+CACHE_KIND = "midog-tiff"
 
-def tile_images(data: Path, out: Path, tile: int = 256, compression: str = "zlib", part: str | None = None,
-                overwrite: bool = False) -> list[Path]:
-    """Re-encode every ``*.tif[f]`` of ``data`` as a tiled TIFF in ``out`` (+ a copy of MIDOG.json)."""
-    import tifffile
 
-    data, out = Path(data), Path(out)
+@dataclass(frozen=True)
+class TileJob:
+    """One image to re-encode (picklable, for ``--workers``)."""
+
+    source: Path
+    target: Path
+    tile: int
+    compression: str
+
+
+def tile_images(data: Path, cache: Path, tile: int = 256, compression: str = "zlib", part: str | None = None,
+                overwrite: bool = False, workers: int = 0) -> list[Path]:
+    """Re-encode every ``*.tif[f]`` of ``data`` as a tiled TIFF in ``cache`` (+ a copy of MIDOG.json).
+
+    Raises:
+        DataError: no images in ``data``.
+        OptionError: ``cache`` was made with another tile size or compression and ``overwrite`` is off.
+    """
+    data, cache = Path(data), Path(cache)
     files = sorted(p for p in data.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
     if not files:
         raise DataError(data, "no .tiff images")
-    out.mkdir(parents=True, exist_ok=True)
-    if (data / "MIDOG.json").is_file() and data.resolve() != out.resolve():
-        shutil.copyfile(data / "MIDOG.json", out / "MIDOG.json")
-    written = []
-    for path in console.track(select_part(files, part), "tile"):
-        target = out / path.name
-        if target.exists() and not overwrite:
-            continue
-        with open_slide(path) as reader:
-            image = reader.read_level(0)
-        with atomic_path(target) as tmp:
-            tifffile.imwrite(tmp, image, tile=(tile, tile), photometric="rgb", compression=compression,
-                             **_resolution_of(path))
-        written.append(target)
-    console.log(f"wrote {len(written)} tiled image(s) to {out}")
+    store = CacheDir(cache, CACHE_KIND)
+    store.open_for_writing({"tiff_tile": tile, "compression": compression}, overwrite)
+    if (data / "MIDOG.json").is_file() and data.resolve() != cache.resolve():
+        shutil.copyfile(data / "MIDOG.json", cache / "MIDOG.json")
+    todo = store.pending(files, lambda path: cache / path.name, part, overwrite)
+    jobs = [TileJob(path, cache / path.name, tile, compression) for path in todo]
+    written = map_jobs(tile_one, jobs, workers, "tile")
+    console.log(f"wrote {len(written)} tiled image(s) to {cache}")
     return written
+
+
+def tile_one(job: TileJob) -> Path:
+    """Write one tiled copy atomically (a killed run never leaves a file that looks finished)."""
+    import tifffile
+
+    with open_slide(job.source) as reader:
+        image = reader.read_level(0)
+    with atomic_path(job.target) as tmp:
+        tifffile.imwrite(tmp, image, tile=(job.tile, job.tile), photometric="rgb", compression=job.compression,
+                         **_resolution_of(job.source))
+    return job.target
 
 
 def _resolution_of(path: Path) -> dict:

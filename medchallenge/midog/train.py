@@ -6,7 +6,12 @@ mitotic figure of the image — at a random position inside the patch, or centre
 smaller than a patch is padded white); images without mitoses always sample uniformly. Patches
 are read lazily from the TIFF. Validation runs the deterministic whole-image tiling of
 ``predict`` and picks the score threshold that maximises F1 on the validation images; that
-threshold is stored in the checkpoint (``predict --threshold auto``).
+threshold is stored in the checkpoint (``predict --threshold auto``). Validation goes through the
+engine's per-batch hooks: the validation loader yields image indices, ``validation_step`` detects on
+those whole images, ``aggregate_validation`` picks the threshold.
+
+Images are read from ``--cache`` (the tiled copies ``midog tile`` writes, checked to be such a
+cache) when given, else straight from ``--data``.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from medchallenge.core import console
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import OptionError
 from medchallenge.core.wsi import SlideReader, open_slide
 from medchallenge.midog.data import MidogImage, annotated_images, load_midog_json, split_images
 from medchallenge.midog.inference import detect_image
 from medchallenge.midog.metrics import Counts, best_threshold, match_image
-from medchallenge.midog.models import build_detector
+from medchallenge.midog.models import MODELS, freeze_backbone, load_coco_backbone
+from medchallenge.midog.tiling import CACHE_KIND
 
 BOX = 50.0
 
@@ -95,13 +102,27 @@ def collate_detection(items: list) -> tuple[list[torch.Tensor], list[dict[str, t
     return [it[0] for it in items], [it[1] for it in items]
 
 
+class ImageIndices(Dataset):
+    """The validation images as indices: whole-image detection reads the TIFF itself, patch by patch."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
 @dataclass
 class MidogOptions:
-    """MIDOG-specific training options."""
+    """MIDOG-specific training options (recorded in config.json and the checkpoints by the engine)."""
 
     data: Path
-    annotations: Path
-    backbone: str = "resnet50"
+    annotations: Path | None = None
+    cache: Path | None = None
+    model: str = "resnet50"
     patch_size: int = 512
     patches_per_image: int = 10
     trainable_layers: int = 5
@@ -113,34 +134,46 @@ class MidogOptions:
     val_ids: Path | None = None
     overlap: float = 0.1
 
+    @property
+    def images(self) -> Path:
+        """The folder the TIFFs are read from: the tile cache when given, else the data folder."""
+        return self.cache if self.cache is not None else self.data
+
 
 class MidogTrainer(Trainer):
     """RetinaNet on guided patches; best checkpoint by F1 on whole validation images."""
 
     challenge = "midog"
     monitor = "f1"
+    registry = MODELS
 
     def __init__(self, config: TrainConfig, options: MidogOptions) -> None:
         super().__init__(config, options)
         if options.imposters not in ("ignore", "negative"):
             raise OptionError(f"--imposters {options.imposters}: expected ignore or negative")
+        if options.cache is not None:
+            CacheDir(options.cache, CACHE_KIND).settings()  # a DataError unless `midog tile` made it
         self.options = options
-        images = annotated_images(load_midog_json(options.annotations), options.data)
+        annotations = options.annotations or options.images / "MIDOG.json"
+        images = annotated_images(load_midog_json(annotations), options.images)
         self.train_images, self.val_images = split_images(images, options.val_fraction, config.seed, options.val_ids)
         console.log(f"{len(self.train_images)} training / {len(self.val_images)} validation image(s);"
                     f" validation ids {[i.image_id for i in self.val_images]}")
-
-    def build_model(self) -> nn.Module:
-        o = self.options
-        return build_detector(o.backbone, self._num_classes(), o.patch_size, o.pretrained, o.weights, o.trainable_layers)
 
     def _num_classes(self) -> int:
         return 3 if self.options.imposters == "negative" else 2
 
     def model_spec(self) -> dict[str, Any]:
         o = self.options
-        return {"name": "retinanet", "kwargs": {"backbone": o.backbone, "num_classes": self._num_classes(),
+        return {"name": "retinanet", "kwargs": {"backbone": o.model, "num_classes": self._num_classes(),
                                                 "patch_size": o.patch_size, "trainable_layers": o.trainable_layers}}
+
+    def prepare_model(self, model: nn.Module) -> None:
+        o = self.options
+        if o.pretrained or o.weights is not None:
+            load_coco_backbone(model, o.model, o.weights)
+        if o.model == "resnet50":  # the ResNet18 body is frozen by its builder
+            freeze_backbone(model, o.trainable_layers)
 
     def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         threshold = 0.5 if row is None else float(row.get("threshold", 0.5))
@@ -149,7 +182,7 @@ class MidogTrainer(Trainer):
 
     def train_loader(self) -> DataLoader:
         o = self.options
-        dataset = PatchDataset(o.data, self.train_images, o.patch_size, o.patches_per_image, o.imposters, o.centre)
+        dataset = PatchDataset(o.images, self.train_images, o.patch_size, o.patches_per_image, o.imposters, o.centre)
         return self.loaders.train(dataset, self.config.batch_size, collate_fn=collate_detection)
 
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
@@ -157,13 +190,23 @@ class MidogTrainer(Trainer):
         losses = model(images, targets)
         return losses["classification"] + losses["bbox_regression"]
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        per_image = []
-        for img in self.val_images:
-            with open_slide(self.options.data / img.file_name) as reader:
+    def val_loader(self) -> DataLoader:
+        return self.loaders.eval(ImageIndices(len(self.val_images)), 1, collate_fn=list)
+
+    def validation_step(self, model: nn.Module, batch: list[int]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Whole-image detection of each image in the batch: (truth, points, scores) per image."""
+        out = []
+        for i in batch:
+            img = self.val_images[i]
+            with open_slide(self.options.images / img.file_name) as reader:
                 points, scores = detect_image(model, reader, self.options.patch_size, self.device,
                                               self.config.batch_size, self.options.overlap, self.amp_dtype)
-            per_image.append((img.mitoses, points, scores))
+            out.append((img.mitoses, points, scores))
+        return out
+
+    def aggregate_validation(self, outputs: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]) -> dict[str, float]:
+        """F1 at the best threshold (stored for ``predict --threshold auto``) and the scores at 0.5."""
+        per_image = [item for batch in outputs for item in batch]
         threshold, f1 = best_threshold(per_image)
         at_half = Counts()
         for truth, points, scores in per_image:

@@ -72,6 +72,14 @@ def midog_json(path: Path, images: list[tuple[int, int, int]], boxes: list[tuple
     return path
 
 
+def cases_csv(folder: Path) -> list[dict]:
+    """The rows of evaluate's cases.csv, an empty (undefined) score read back as None."""
+    import pandas as pd
+
+    rows = pd.read_csv(folder / "cases.csv").to_dict("records")
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+
+
 def cli(args: list[str]) -> tuple[int, str, str]:
     """(exit code, stdout, stdout and stderr together)."""
     result = CliRunner().invoke(app, args)
@@ -114,7 +122,7 @@ def test_clipping_would_flip_a_match(tmp_path: Path) -> None:
     det.write_text(json.dumps({"117.tiff": [{"x": 44.0, "y": 2108.0, "score": 0.9}]}))
     expected = official_aggregate([official_counts([((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)], [(44.0, 2108.0)], 30)])
     assert (expected["tp"], expected["fp"], expected["fn"]) == (0, 1, 1)
-    code, out, _ = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--json"])
+    code, out, _ = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--json"])
     assert code == 0
     got = strict_loads(out)
     assert {k: got[k] for k in expected} == expected
@@ -143,7 +151,7 @@ def test_undefined_scores_are_null(tmp_path: Path, mitoses: int, dets: int, unde
     truth = midog_json(tmp_path / "MIDOG.json", [(1, 1000, 800)], boxes)
     det = tmp_path / "det.json"
     det.write_text(json.dumps({"001.tiff": [{"x": 600.0 + 60 * k, "y": 600.0, "score": 0.9} for k in range(dets)]}))
-    code, out, err = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--json"])
+    code, out, err = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--json"])
     assert code == 0 and "RuntimeWarning" not in err
     got = strict_loads(out)
     truth_pts = [(125.0 + 100 * (k - 1), 125.0) for k in range(1, mitoses + 1)]
@@ -152,7 +160,7 @@ def test_undefined_scores_are_null(tmp_path: Path, mitoses: int, dets: int, unde
     assert {k for k in ("precision", "recall", "f1") if got[k] is None} == undefined
     assert got["by_scanner"]["Hamamatsu XR"]["f1"] == expected["f1"]
     written = strict_loads((tmp_path / "evaluation" / "metrics.json").read_text())
-    assert written["f1"] == expected["f1"] and written["images"][0]["precision"] == expected["precision"]
+    assert written["f1"] == expected["f1"] and cases_csv(tmp_path / "evaluation")[0]["precision"] == expected["precision"]
 
 
 # --- item 2: the grand-challenge format (millimetres) -------------------------------------------
@@ -221,9 +229,11 @@ def test_predict_writes_the_reference_document_and_evaluate_reads_it(tmp_path: P
     write_tiff(data / "002.tiff", 96, 80)  # no resolution: --spacing
     ckpt = _checkpoint(tmp_path / "m.pt")
     base = ["midog", "predict", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--threshold", "0.5"]
-    assert cli(base + ["--format", "grand-challenge", "--spacing", "0.5", "--out", str(tmp_path / "gc.json")])[0] == 0
-    assert cli(base + ["--out", str(tmp_path / "px.json")])[0] == 0
-    gc = json.loads((tmp_path / "gc.json").read_text())
+    assert cli(base + ["--format", "grand-challenge", "--spacing", "0.5", "--out", str(tmp_path / "gc")])[0] == 0
+    assert cli(base + ["--format", "points", "--out", str(tmp_path / "px")])[0] == 0
+    assert sorted(p.name for p in (tmp_path / "gc").iterdir()) == ["grand-challenge.json"]
+    assert sorted(p.name for p in (tmp_path / "px").iterdir()) == ["detections.json"]
+    gc = json.loads((tmp_path / "gc" / "grand-challenge.json").read_text())
     for name, spacing_mm in (("001.tiff", None), ("002.tiff", 0.0005)):
         doc = gc[name]
         assert set(doc) == {"type", "points", "version"}
@@ -235,23 +245,24 @@ def test_predict_writes_the_reference_document_and_evaluate_reads_it(tmp_path: P
             assert set(p) == {"name", "point", "probability"} and p["point"][2] == 0
             mm = sitk_mm(first, x, y) if spacing_mm is None else (x * spacing_mm, y * spacing_mm)
             assert p["point"][:2] == pytest.approx(mm, rel=1e-12)
-    px = json.loads((tmp_path / "px.json").read_text())
+    px = json.loads((tmp_path / "px" / "detections.json").read_text())
     assert len(px["001.tiff"]) == 3  # the same detections as the mitotic-named points
     truth = midog_json(tmp_path / "MIDOG.json", [(1, 96, 80), (2, 96, 80)],
                        [(1, 1, [-15.0, -5.0, 35.0, 45.0]), (1, 1, [40.0, 20.0, 90.0, 70.0]), (2, 1, [45.0, 35.0, 95.0, 85.0])])
     args = ["midog", "evaluate", "--truth", str(truth), "--data", str(data), "--json"]
-    code, out_gc, _ = cli(args + ["--detections", str(tmp_path / "gc.json"), "--spacing", "0.5"])
+    code, out_gc, _ = cli(args + ["--predictions", str(tmp_path / "gc"), "--spacing", "0.5"])
     assert code == 0
     written = strict_loads((tmp_path / "evaluation" / "metrics.json").read_text())
-    code, out_px, _ = cli(args + ["--detections", str(tmp_path / "px.json")])
+    gc_cases = cases_csv(tmp_path / "evaluation")
+    code, out_px, _ = cli(args + ["--predictions", str(tmp_path / "px")])
     got_gc, got_px = strict_loads(out_gc), strict_loads(out_px)
     assert [got_gc[k] for k in ("tp", "fp", "fn")] == [got_px[k] for k in ("tp", "fp", "fn")]
     # the container on 001.tiff: truth in mm from the same spacing, mitotic-named points, 7.5 µm
     truth_mm = [sitk_mm(first, 10.0, 20.0), sitk_mm(first, 65.0, 45.0)]
     dets_mm = [p["point"] for p in gc["001.tiff"]["points"] if p["name"] == "mitotic figure"]
     expected = official_aggregate([official_counts(truth_mm, dets_mm, 7.5e-3)])
-    assert written["format"] == "grand-challenge" and written["images"][0]["image"] == "001.tiff"
-    assert {k: written["images"][0][k] for k in expected} == expected
+    assert written["format"] == "grand-challenge" and gc_cases[0]["image"] == "001.tiff"
+    assert {k: gc_cases[0][k] for k in expected} == expected
     assert (expected["tp"], expected["fp"], expected["fn"]) == (2, 1, 0)
 
 
@@ -265,7 +276,7 @@ def test_millimetres_are_never_taken_for_pixels(tmp_path: Path) -> None:
     px = tmp_path / "px.json"  # the same numbers in the pixel format ARE pixels: 13.4 px from (10, 10)
     px.write_text(json.dumps({"001.tiff": [{"x": 0.5, "y": 0.5, "score": 0.9}]}))
     for det, counts in ((gc, (0, 1, 1)), (px, (1, 0, 0))):
-        code, out, _ = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--data", str(data),
+        code, out, _ = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--data", str(data),
                             "--json"])
         got = strict_loads(out)
         assert code == 0 and (got["tp"], got["fp"], got["fn"]) == counts
@@ -282,7 +293,7 @@ def test_non_mitotic_points_are_not_detections(tmp_path: Path) -> None:
               {"name": "non-mitotic figure", "point": [900 * spacing, 900 * spacing, 0], "probability": 0.1}]
     det = tmp_path / "gc.json"
     det.write_text(json.dumps({"001.tiff": {"type": "Multiple points", "points": points}}))
-    code, out, _ = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--spacing", "0.25",
+    code, out, _ = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--spacing", "0.25",
                         "--json"])
     assert code == 0
     kept = [p["point"] for p in points if p.get("name", "mitotic figure") == "mitotic figure"]
@@ -297,10 +308,10 @@ def test_millimetres_need_a_pixel_size(tmp_path: Path) -> None:
     det = tmp_path / "gc.json"
     det.write_text(json.dumps({"001.tiff": {"type": "Multiple points", "points": [
         {"name": "mitotic figure", "point": [0.00625, 0.00625, 0], "probability": 0.9}]}}))
-    code, _, out = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--data",
+    code, _, out = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--data",
                         str(tmp_path / "none"), "--json"])
     assert code == 2 and "gc.json" in out and "--spacing" in out and "Traceback" not in out
-    code, out, _ = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--data",
+    code, out, _ = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--data",
                         str(tmp_path / "none"), "--spacing", "0.25", "--json"])
     assert code == 0 and strict_loads(out)["tp"] == 1
 
@@ -310,7 +321,7 @@ def test_tile_keeps_the_pixel_size(tmp_path: Path) -> None:
 
     write_tiff(tmp_path / "data" / "001.tiff", 40, 30, **UM_025_INCH)
     write_tiff(tmp_path / "data" / "002.tiff", 40, 30)
-    assert cli(["midog", "tile", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "tiles")])[0] == 0
+    assert cli(["midog", "tile", "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "tiles")])[0] == 0
     assert tiff_spacing_mm(tmp_path / "tiles" / "001.tiff") == pytest.approx((0.00025, 0.00025), rel=1e-9)
     assert tiff_spacing_mm(tmp_path / "tiles" / "002.tiff") is None
 
@@ -343,7 +354,7 @@ def test_bad_detection_files_are_one_line_errors(tmp_path: Path, content: str, m
                        [(1, 1, [0.0, 0.0, 50.0, 50.0]), (2, 1, [0.0, 0.0, 50.0, 50.0])])
     det = tmp_path / "det.json"
     det.write_text(content)
-    result = CliRunner().invoke(app, ["midog", "evaluate", "--detections", str(det), "--truth", str(truth), "--spacing",
+    result = CliRunner().invoke(app, ["midog", "evaluate", "--predictions", str(det), "--truth", str(truth), "--spacing",
                                       "0.25", "--json"])
     assert result.exit_code == 2, result.output
     assert str(det) in result.output and message in result.output and "Traceback" not in result.output
@@ -359,7 +370,7 @@ def test_file_names_in_midog_json_are_plain_names(tmp_path: Path) -> None:
         load_midog_json(path)
     det = tmp_path / "det.json"
     det.write_text("{}")
-    code, _, out = cli(["midog", "evaluate", "--detections", str(det), "--truth", str(path)])
+    code, _, out = cli(["midog", "evaluate", "--predictions", str(det), "--truth", str(path)])
     assert code == 2 and "MIDOG.json" in out and "../x.tiff" in out
 
 

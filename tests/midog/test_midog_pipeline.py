@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -70,27 +71,36 @@ def _ok(args: list[str]) -> str:
 @pytest.mark.slow
 def test_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    _ok(["midog", "sample", "--out", str(data), "--n-images", "12", "--width", "512", "--height", "384"])
-    _ok(["midog", "train", "--data", str(data), "--out", str(tmp_path / "run"), "--backbone", "resnet18",
+    _ok(["midog", "sample", "--out", str(data), "--n-images", "12", "--size", "512"])
+    _ok(["midog", "tile", "--data", str(data), "--cache", str(tmp_path / "tiles")])
+    _ok(["midog", "train", "--cache", str(tmp_path / "tiles"), "--out", str(tmp_path / "run"), "--model", "resnet18",
          "--no-pretrained", "--patch-size", "96", "--patches-per-image", "12", "--batch-size", "8", "--epochs", "4",
          "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--val-fraction", "0.25"])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["grad_clip"] == 10.0 and config["options"]["cache"] == str(tmp_path / "tiles")
     test_ids = [img["id"] for img in json.loads((data / "answers" / "MIDOG.json").read_text())["images"]]
     ids = ",".join(map(str, test_ids))
-    _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids", ids,
-         "--threshold", "auto", "--out", str(tmp_path / "det.json"), "--device", "cpu"])
-    metrics = json.loads(_ok(["midog", "evaluate", "--detections", str(tmp_path / "det.json"), "--truth",
+    pred = tmp_path / "pred"
+    for part in ("1/2", "2/2"):  # an array job of two parts, merged by evaluate
+        _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--cases",
+             ids, "--threshold", "auto", "--out", str(pred), "--device", "cpu", "--part", part])
+    assert sorted(p.name for p in pred.iterdir()) == [f"{stem}.part-{k}-of-2.json" for stem in ("detections",
+                                                      "grand-challenge") for k in (1, 2)]
+    metrics = json.loads(_ok(["midog", "evaluate", "--predictions", str(pred), "--truth",
                               str(data / "answers" / "MIDOG.json"), "--json", "--plots", "--data", str(data)]))
-    assert (tmp_path / "evaluation" / "crops.png").is_file()
+    assert (tmp_path / "evaluation" / "crops.png").is_file() and not (pred / "evaluation").exists()
+    assert metrics["challenge"] == "midog" and metrics["score"] == metrics["f1"] and metrics["n"] == len(test_ids)
     assert set(metrics) >= {"tp", "fp", "fn", "precision", "recall", "f1", "by_scanner"}
     assert metrics["f1"] > 0.1, metrics
-    first = next(r for r in json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["images"]
+    first = next(r for r in pd.read_csv(tmp_path / "evaluation" / "cases.csv").to_dict("records")
                  if r["image"] == f"{test_ids[0]:03d}.tiff")
-    _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--ids",
-         str(test_ids[0]), "--format", "grand-challenge", "--threshold", "auto", "--out", str(tmp_path / "gc.json"),
+    _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--cases",
+         str(test_ids[0]), "--format", "grand-challenge", "--threshold", "auto", "--out", str(tmp_path / "gc"),
          "--device", "cpu"])
-    assert json.loads((tmp_path / "gc.json").read_text())[f"{test_ids[0]:03d}.tiff"]["type"] == "Multiple points"
+    gc_file = tmp_path / "gc" / "grand-challenge.json"
+    assert json.loads(gc_file.read_text())[f"{test_ids[0]:03d}.tiff"]["type"] == "Multiple points"
     # the same detections in millimetres (the sample's TIFFs carry 0.25 µm/px) score the same
-    gc = json.loads(_ok(["midog", "evaluate", "--detections", str(tmp_path / "gc.json"), "--truth",
+    gc = json.loads(_ok(["midog", "evaluate", "--predictions", str(gc_file), "--truth",
                          str(data / "answers" / "MIDOG.json"), "--data", str(data), "--json"]))
     assert gc["format"] == "grand-challenge" and [gc[k] for k in ("tp", "fp", "fn")] == [first[k] for k in ("tp", "fp", "fn")]
 
@@ -103,7 +113,7 @@ def test_tile_rewrites_as_tiled_tiff(tmp_path: Path) -> None:
     image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     tifffile.imwrite(data / "001.tiff", image)  # strips, like the real release
     (data / "MIDOG.json").write_text("{}")
-    _ok(["midog", "tile", "--data", str(data), "--out", str(tmp_path / "tiles")])
+    _ok(["midog", "tile", "--data", str(data), "--cache", str(tmp_path / "tiles")])
     with open_slide(tmp_path / "tiles" / "001.tiff") as reader:
         assert reader.tiled
         np.testing.assert_array_equal(reader.read_region(10, 20, 0, 64, 32), image[20:52, 10:74])
@@ -112,18 +122,18 @@ def test_tile_rewrites_as_tiled_tiff(tmp_path: Path) -> None:
 
 def test_bad_input(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    _ok(["midog", "sample", "--out", str(data), "--n-images", "4", "--width", "128", "--height", "96"])
+    _ok(["midog", "sample", "--out", str(data), "--n-images", "4", "--size", "128"])
     (data / "001.tiff").unlink()
     result = CliRunner().invoke(app, ["midog", "train", "--data", str(data), "--out", str(tmp_path / "r"),
-                                      "--backbone", "resnet18", "--no-pretrained"])
+                                      "--model", "resnet18", "--no-pretrained"])
     assert result.exit_code == 2 and "001.tiff" in result.output and "missing" in result.output
     (data / "001.tiff").write_bytes(b"II*\x00garbage")
     with pytest.raises(DataError):
         open_slide(data / "001.tiff").read_region(0, 0, 0, 10, 10)
     det = tmp_path / "det.json"
     det.write_text(json.dumps({"999.tiff": [{"x": 1, "y": 1, "score": 0.9}]}))
-    result = CliRunner().invoke(app, ["midog", "evaluate", "--detections", str(det), "--truth", str(data / "MIDOG.json"),
+    result = CliRunner().invoke(app, ["midog", "evaluate", "--predictions", str(det), "--truth", str(data / "MIDOG.json"),
                                       "--json"])
     assert result.exit_code == 0 and json.loads(result.stdout)["n_images"] == 0
-    result = CliRunner().invoke(app, ["midog", "train", "--data", str(data), "--backbone", "resnet18", "--pretrained"])
+    result = CliRunner().invoke(app, ["midog", "train", "--data", str(data), "--model", "resnet18", "--pretrained"])
     assert result.exit_code == 2 and "--no-pretrained" in result.output
