@@ -69,6 +69,15 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     return float(tensor.item()) / dist.get_world_size()
 
 
+def all_reduce_max(value: float, device: torch.device) -> float:
+    """Maximum of a scalar over ranks (e.g. "any rank was signalled")."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor.item())
+
+
 def cleanup() -> None:
     """Leave the process group."""
     if dist.is_available() and dist.is_initialized():

@@ -14,6 +14,7 @@ class MedchallengeError(Exception):
     """Base class of the expected errors; ``str(err)`` is the one line the user sees."""
 
     exit_code = 2
+    prefix = "error"
 
 
 class DataError(MedchallengeError):
@@ -38,3 +39,13 @@ class OptionError(MedchallengeError):
 
 class TrainingError(MedchallengeError):
     """Training cannot go on (a non-finite loss, an out-of-memory GPU with advice)."""
+
+
+class Preempted(MedchallengeError):
+    """Training stopped on a scheduler's signal after saving a resumable last.pt.
+
+    Exit code 75 (EX_TEMPFAIL: try again), so a job script can requeue on it.
+    """
+
+    exit_code = 75
+    prefix = "stopped"

@@ -43,7 +43,7 @@ def report_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MedchallengeError as err:
-            sys.stderr.write(f"error: {err}\n")
+            sys.stderr.write(f"{err.prefix}: {err}\n")
             sys.stderr.flush()
             raise typer.Exit(err.exit_code) from None
         except RuntimeError as err:  # our error raised inside a DataLoader worker arrives wrapped

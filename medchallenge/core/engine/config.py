@@ -39,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     val_every: int = 1
+    checkpoint_every: float | None = None  # minutes between resumable saves inside an epoch
     tensorboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medchallenge.core import console
+from medchallenge.core.engine.position import EpochPosition, set_rng_state
 from medchallenge.core.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -27,19 +29,28 @@ class StepState:
     scaler: torch.amp.GradScaler | None
 
 
-def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, state: StepState, epoch: int) -> float:
+def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, state: StepState, epoch: int,
+                    position: EpochPosition | None = None,
+                    after_step: Callable[[EpochPosition], None] | None = None) -> float:
     """Train ``model`` for one pass over ``loader``; returns the mean loss of the batches.
 
     Gradients of ``accumulate`` batches are summed (each loss divided by ``accumulate``) before
     one optimizer step, so ``--accumulate 2`` at batch b follows batch 2b. Under DDP the
-    all-reduce is skipped on the non-boundary batches (``no_sync``).
+    all-reduce is skipped on the non-boundary batches (``no_sync``). ``position`` resumes a
+    stopped epoch: its finished batches are skipped (same order) and its random states restored.
+    ``after_step`` is called after every optimizer step with the position reached.
     """
     cfg = trainer.config
     model.train()
     state.optimizer.zero_grad(set_to_none=True)
-    total, count = 0.0, 0
+    start = position.batches_done if position is not None else 0
+    total, count = (position.loss_sum, position.count) if position is not None else (0.0, 0)
     n_batches = len(loader)
     for step, batch in enumerate(console.track(loader, f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches)):
+        if step < start:
+            continue  # done before the stop; loading it again keeps the data order and data randomness
+        if step == start and position is not None and position.rng:
+            set_rng_state(position.rng)
         batch = trainer.to_device(batch)
         boundary = (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches
         sync = contextlib.nullcontext()
@@ -55,10 +66,12 @@ def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, stat
                     f" lower --lr or disable AMP; the last good checkpoint is {trainer.run_dir / 'last.pt'}"
                 )
             _backward(loss / cfg.accumulate, state.scaler)
-        if boundary:
-            _optimizer_step(model, state, cfg.grad_clip)
         total += loss_value
         count += 1
+        if boundary:
+            _optimizer_step(model, state, cfg.grad_clip)
+            if after_step is not None and step + 1 < n_batches:
+                after_step(EpochPosition(epoch, step + 1, total, count))
     return total / max(count, 1)
 
 

@@ -49,3 +49,7 @@ class CheckpointSaver:
         if improved or not self.best_path.exists():
             save_checkpoint(self.best_path, body)
         save_checkpoint(self.last_path, {**body, "train_state": {**train_state, "best_value": self.best_value}})
+
+    def save_last(self, payload: Callable[[], dict[str, Any]], train_state: dict[str, Any]) -> None:
+        """Write only last.pt (a position inside an epoch: best.pt is chosen at epoch ends)."""
+        save_checkpoint(self.last_path, {**payload(), "train_state": {**train_state, "best_value": self.best_value}})

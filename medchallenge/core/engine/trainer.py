@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,20 +19,42 @@ from medchallenge import __version__
 from medchallenge.core import console
 from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checked
 from medchallenge.core.device import amp_dtype, autocast, resolve_device, to_device
-from medchallenge.core.distributed import DistInfo, barrier, broadcast_object, cleanup, init_distributed
+from medchallenge.core.distributed import (
+    DistInfo,
+    all_reduce_max,
+    barrier,
+    broadcast_object,
+    cleanup,
+    init_distributed,
+)
 from medchallenge.core.engine.config import TrainConfig, options_record
 from medchallenge.core.engine.loaders import Loaders
 from medchallenge.core.engine.loop import StepState, evaluate, train_one_epoch
 from medchallenge.core.engine.optim import build_optimizer, build_scheduler, optimization_record
+from medchallenge.core.engine.position import EpochPosition, StopFlag, rng_state
 from medchallenge.core.engine.runlog import RunLog, require_tensorboard
 from medchallenge.core.engine.saver import CheckpointSaver
-from medchallenge.core.errors import OptionError
+from medchallenge.core.errors import OptionError, Preempted
 from medchallenge.core.io import write_json
 from medchallenge.core.jsonio import strict_json
 from medchallenge.core.provenance import run_record
 from medchallenge.core.registry import Registry
 from medchallenge.core.runs import link_latest
 from medchallenge.core.seeding import epoch_seed, seed_everything
+
+
+@dataclass
+class _Run:
+    """What one run's epochs share: the (wrapped and bare) model, loader, optimisation state, records."""
+
+    model: nn.Module
+    raw_model: nn.Module
+    loader: DataLoader
+    state: StepState
+    runlog: RunLog
+    saver: CheckpointSaver
+    position: EpochPosition | None = None  # set when resuming inside an epoch
+    last_save: float = field(default_factory=lambda: time.monotonic())
 
 
 class Trainer:
@@ -57,6 +80,7 @@ class Trainer:
         self.amp_dtype: torch.dtype | None = None
         self.loaders = Loaders(config.seed, config.workers)
         self.epoch = 0
+        self._stop = StopFlag()
 
     # ------------------------------------------------------------------ hooks
     def model_spec(self) -> dict[str, Any]:
@@ -164,17 +188,20 @@ class Trainer:
         state = self._setup_optimization(raw_model, len(loader))
         runlog = RunLog(self.run_dir, self.monitor, cfg.epochs, write=self.is_main, tensorboard=False)
         saver = CheckpointSaver(self.run_dir, self.monitor, self.monitor_mode)
-        start = self._resume(raw_model, state, runlog, saver) if cfg.resume else 0
+        run = _Run(model, raw_model, loader, state, runlog, saver)
+        start = self._resume(run) if cfg.resume else 0
         self._create_run_dir()
         log_handler = console.add_file_log(self.run_dir / "train.log") if self.is_main else None
         runlog.open_tensorboard(cfg.tensorboard)
+        self._stop.install()
         try:
             self._write_config(optimization_record(state.optimizer, state.scheduler))
             console.log(f"{self.challenge} run {self.run_dir}: {len(loader)} batches per epoch, epochs {start + 1}"
                         f"-{cfg.epochs}")
             for epoch in range(start, cfg.epochs):
-                self._run_epoch(model, raw_model, loader, state, epoch, runlog, saver)
+                self._run_epoch(run, epoch)
         finally:
+            self._stop.restore()
             runlog.close()
             if log_handler is not None:
                 console.logger.removeHandler(log_handler)
@@ -229,21 +256,28 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         return StepState(optimizer, scheduler, scaler)
 
-    def _resume(self, raw_model: nn.Module, state: StepState, runlog: RunLog, saver: CheckpointSaver) -> int:
-        """Load last.pt into the model, optimizer, scheduler and scaler; returns the epochs done."""
+    def _resume(self, run: _Run) -> int:
+        """Load last.pt into the model, optimizer, scheduler and scaler; returns the epochs done.
+
+        A last.pt saved inside an epoch (pre-emption, --checkpoint-every) also sets ``run.position``.
+        """
         path = self.run_dir / "last.pt"
         ckpt = load_checkpoint(path, challenge=self.challenge, map_location=self.device)
-        load_state_dict_checked(raw_model, ckpt["state_dict"], path)
+        load_state_dict_checked(run.raw_model, ckpt["state_dict"], path)
         train_state = ckpt["train_state"]
-        state.optimizer.load_state_dict(train_state["optimizer"])
-        if state.scheduler is not None and train_state.get("scheduler") is not None:
-            state.scheduler.load_state_dict(train_state["scheduler"])
-        if state.scaler is not None and train_state.get("scaler") is not None:
-            state.scaler.load_state_dict(train_state["scaler"])
+        run.state.optimizer.load_state_dict(train_state["optimizer"])
+        if run.state.scheduler is not None and train_state.get("scheduler") is not None:
+            run.state.scheduler.load_state_dict(train_state["scheduler"])
+        if run.state.scaler is not None and train_state.get("scaler") is not None:
+            run.state.scaler.load_state_dict(train_state["scaler"])
         done = int(ckpt["epoch"])
-        saver.best_value = train_state.get("best_value")
-        runlog.restore(train_state.get("history", []), done)
-        console.log(f"resumed from {path} after epoch {done}")
+        run.saver.best_value = train_state.get("best_value")
+        run.runlog.restore(train_state.get("history", []), done)
+        if train_state.get("position") is not None:
+            run.position = EpochPosition.from_state(train_state["position"])
+            console.log(f"resumed from {path} in epoch {done + 1} after step {run.position.batches_done}")
+        else:
+            console.log(f"resumed from {path} after epoch {done}")
         return done
 
     def record(self) -> dict[str, Any]:
@@ -258,37 +292,60 @@ class Trainer:
             write_json(self.run_dir / "config.json", {**self.record(), **optimization, "provenance": provenance})
         barrier()
 
-    def _run_epoch(self, model: nn.Module, raw_model: nn.Module, loader: DataLoader, state: StepState, epoch: int,
-                   runlog: RunLog, saver: CheckpointSaver) -> None:
+    def _run_epoch(self, run: _Run, epoch: int) -> None:
         cfg = self.config
         self.epoch = epoch
         self._reseed(epoch)
-        self.on_epoch_start(epoch, raw_model, state.optimizer)
+        self.on_epoch_start(epoch, run.raw_model, run.state.optimizer)
         started = time.perf_counter()
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        train_loss = train_one_epoch(self, model, loader, state, epoch)
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": state.optimizer.param_groups[0]["lr"]}
+        position, run.position = run.position, None
+        train_loss = train_one_epoch(self, run.model, run.loader, run.state, epoch, position,
+                                     lambda reached: self._after_step(run, reached))
+        row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
+                               "lr": run.state.optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = evaluate(self, raw_model) if self.is_main else {}
+            metrics = evaluate(self, run.raw_model) if self.is_main else {}
             row.update(broadcast_object(metrics))  # every rank agrees on the metrics
         row["time_s"] = round(time.perf_counter() - started, 3)
         if self.device.type == "cuda":
             row["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
-        improved = saver.improves(row)
-        runlog.history.append(row)
+        improved = run.saver.improves(row)
+        run.runlog.history.append(row)
         if self.is_main:
-            train_state = {
-                "optimizer": state.optimizer.state_dict(),
-                "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
-                "scaler": state.scaler.state_dict() if state.scaler is not None else None,
-                "history": runlog.json_history(),
-            }
-            saver.save(lambda: self._payload(raw_model, epoch + 1, row), train_state, improved)
-        runlog.history.pop()
-        runlog.add(row, improved)
+            run.saver.save(lambda: self._payload(run.raw_model, epoch + 1, row), self._train_state(run), improved)
+        run.runlog.history.pop()
+        run.runlog.add(row, improved)
+        run.last_save = time.monotonic()
         barrier()
         self.on_epoch_end(epoch, row)
+
+    def _train_state(self, run: _Run) -> dict[str, Any]:
+        state = run.state
+        return {"optimizer": state.optimizer.state_dict(),
+                "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None,
+                "scaler": state.scaler.state_dict() if state.scaler is not None else None,
+                "history": run.runlog.json_history()}
+
+    def _after_step(self, run: _Run, position: EpochPosition) -> None:
+        """After an optimizer step: save the position when pre-empted or --checkpoint-every is due."""
+        every = self.config.checkpoint_every
+        due = every is not None and time.monotonic() - run.last_save >= every * 60
+        stop = all_reduce_max(float(self._stop.signal is not None), self.device) > 0  # every rank stops together
+        if not (stop or due):
+            return
+        position.rng = rng_state()
+        if self.is_main:
+            train_state = {**self._train_state(run), "position": position.to_state()}
+            run.saver.save_last(lambda: self._payload(run.raw_model, position.epoch, {}), train_state)
+        barrier()
+        run.last_save = time.monotonic()
+        where = f"epoch {position.epoch + 1}, step {position.batches_done}/{len(run.loader)}"
+        if stop:
+            raise Preempted(f"signal received: saved {self.run_dir / 'last.pt'} at {where};"
+                            f" continue with --resume --out {self.run_dir}")
+        console.log(f"saved {self.run_dir / 'last.pt'} at {where} (--checkpoint-every)")
 
     def _payload(self, raw_model: nn.Module, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
         state_dict = {k: v.detach().cpu() for k, v in raw_model.state_dict().items()}
