@@ -60,6 +60,7 @@ class EngineFlags:
     seed: int
     val_every: int
     checkpoint_every: Optional[float]
+    log_every: float
     resume: bool
     tensorboard: bool
 
@@ -76,7 +77,7 @@ def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
     d = {"epochs": 10, "batch_size": 8, "lr": 1e-3, "weight_decay": 0.0, "optimizer": Optimizer.adam,
          "scheduler": Scheduler.cosine, "warmup_epochs": 0.0, "accumulate": 1, "grad_clip": None, "device": "auto",
          "workers": 2, "amp": True, "channels_last": False, "compile": False, "seed": 0, "val_every": 1,
-         "checkpoint_every": None,
+         "checkpoint_every": None, "log_every": 30.0,
          "resume": False, "tensorboard": False, **defaults}
     spec: list[tuple[str, Any, Any]] = [
         ("epochs", int, typer.Option("--epochs", min=1, help="Training epochs.", rich_help_panel=OPTIMISATION)),
@@ -96,6 +97,7 @@ def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
         ("seed", int, typer.Option("--seed", help="Random seed (splits, sampling, initialisation).", rich_help_panel=RUN)),
         ("val_every", int, typer.Option("--val-every", min=1, help="Validate every N epochs (and after the last).", rich_help_panel=RUN)),
         ("checkpoint_every", Optional[float], typer.Option("--checkpoint-every", min=0.1, help="Also save a resumable last.pt every N minutes inside an epoch.", rich_help_panel=RUN)),
+        ("log_every", float, typer.Option("--log-every", min=0.0, help="Seconds between progress lines in batch logs (no TTY).", rich_help_panel=RUN)),
         ("resume", bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=RUN)),
         ("tensorboard", bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard (optional extra).", rich_help_panel=RUN)),
     ]

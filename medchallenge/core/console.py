@@ -67,6 +67,12 @@ class _CurrentStderr(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     def emit(self, record: logging.LogRecord) -> None:
+        if interactive():  # through rich's console, so a line prints above a live progress bar
+            try:
+                err_console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+            except Exception:  # noqa: BLE001 - logging must never raise
+                self.handleError(record)
+            return
         self.stream = sys.stderr
         super().emit(record)
 

@@ -212,3 +212,16 @@ def test_warmup_cosine_shape() -> None:
     assert warmup_cosine(3, 4, 20) == pytest.approx(1.0)
     assert warmup_cosine(4, 4, 20) == pytest.approx(1.0)
     assert warmup_cosine(20, 4, 20) == pytest.approx(0.0)
+
+
+def test_batch_log_lines_say_where_the_epoch_is(tmp_path: Path) -> None:
+    import re
+
+    ToyTrainer(_config(tmp_path / "run", epochs=2, log_every=0.0)).fit()
+    lines = (tmp_path / "run" / "train.log").read_text().splitlines()
+    steps = [line for line in lines if " step " in line]
+    assert len(steps) == 16  # 8 batches × 2 epochs, one line each with --log-every 0
+    pattern = (r".* epoch 2/2 step 8/8 loss [0-9.e-]+ lr [0-9.e-]+ [0-9.]+ samples/s data-wait \d+% "
+               r"eta 0m00s \(run 0m00s\)")
+    assert re.fullmatch(pattern, steps[-1]), steps[-1]
+    assert re.fullmatch(r".* epoch 1/2 step 1/8 .* eta \d+m\d\ds \(run \d+m\d\ds\)", steps[0]), steps[0]

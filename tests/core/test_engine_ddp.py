@@ -60,3 +60,5 @@ def test_ddp_two_ranks_match_one_process_on_the_combined_batch(tmp_path: Path) -
     h0 = torch.load(tmp_path / "history0.pt", weights_only=True)
     h1 = torch.load(tmp_path / "history1.pt", weights_only=True)
     assert [r["accuracy"] for r in h0] == [r["accuracy"] for r in h1]
+    # the logged loss is the mean over ranks (each rank saw other batches), the same on every rank
+    assert [r["train_loss"] for r in h0] == [r["train_loss"] for r in h1]

@@ -40,6 +40,7 @@ class TrainConfig:
     resume: bool = False
     val_every: int = 1
     checkpoint_every: float | None = None  # minutes between resumable saves inside an epoch
+    log_every: float = 30.0  # seconds between plain progress lines (batch jobs)
     tensorboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

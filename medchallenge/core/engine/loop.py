@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from medchallenge.core import console
 from medchallenge.core.engine.position import EpochPosition, set_rng_state
+from medchallenge.core.engine.steplog import StepLog, batch_len
 from medchallenge.core.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -46,33 +48,45 @@ def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, stat
     start = position.batches_done if position is not None else 0
     total, count = (position.loss_sum, position.count) if position is not None else (0.0, 0)
     n_batches = len(loader)
-    for step, batch in enumerate(console.track(loader, f"epoch {epoch + 1}/{cfg.epochs}", total=n_batches)):
-        if step < start:
-            continue  # done before the stop; loading it again keeps the data order and data randomness
-        if step == start and position is not None and position.rng:
-            set_rng_state(position.rng)
-        batch = trainer.to_device(batch)
-        boundary = (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches
-        sync = contextlib.nullcontext()
-        if trainer.dist.enabled and not boundary and hasattr(model, "no_sync"):
-            sync = model.no_sync()  # type: ignore[operator]
-        with sync:
-            with trainer.autocast():
-                loss = trainer.training_step(model, batch)
-            loss_value = float(loss.detach().float().item())
-            if not math.isfinite(loss_value):
-                raise TrainingError(
-                    f"non-finite loss ({loss_value}) at epoch {epoch + 1}, step {step + 1}: training stopped;"
-                    f" lower --lr or disable AMP; the last good checkpoint is {trainer.run_dir / 'last.pt'}"
-                )
-            _backward(loss / cfg.accumulate, state.scaler)
-        total += loss_value
-        count += 1
-        if boundary:
-            _optimizer_step(model, state, cfg.grad_clip)
-            if after_step is not None and step + 1 < n_batches:
-                after_step(EpochPosition(epoch, step + 1, total, count))
+    with StepLog(epoch, cfg.epochs, n_batches, cfg.log_every, trainer.device, start) as steplog:
+        fetched = time.perf_counter()
+        for step, batch in enumerate(loader):
+            wait = time.perf_counter() - fetched  # time this step waited for its batch
+            if step < start:
+                continue  # done before the stop; loading it again keeps the data order and data randomness
+            if step == start and position is not None and position.rng:
+                set_rng_state(position.rng)
+            boundary = (step + 1) % cfg.accumulate == 0 or step + 1 == n_batches
+            loss_value = _forward_backward(trainer, model, batch, state, boundary, (epoch, step))
+            total += loss_value
+            count += 1
+            if boundary:
+                _optimizer_step(model, state, cfg.grad_clip)
+                if after_step is not None and step + 1 < n_batches:
+                    after_step(EpochPosition(epoch, step + 1, total, count))
+            steplog.update(step + 1, total / count, state.optimizer.param_groups[0]["lr"], batch_len(batch), wait)
+            fetched = time.perf_counter()
     return total / max(count, 1)
+
+
+def _forward_backward(trainer: Trainer, model: nn.Module, batch: Any, state: StepState, boundary: bool,
+                      where: tuple[int, int]) -> float:
+    """Loss of one batch, backpropagated (scaled by 1/accumulate); a non-finite loss stops training."""
+    batch = trainer.to_device(batch)
+    sync = contextlib.nullcontext()
+    if trainer.dist.enabled and not boundary and hasattr(model, "no_sync"):
+        sync = model.no_sync()  # type: ignore[operator]  # all-reduce only on the accumulation boundary
+    with sync:
+        with trainer.autocast():
+            loss = trainer.training_step(model, batch)
+        loss_value = float(loss.detach().float().item())
+        if not math.isfinite(loss_value):
+            raise TrainingError(
+                f"non-finite loss ({loss_value}) at epoch {where[0] + 1}, step {where[1] + 1}: training stopped;"
+                f" lower --lr or disable AMP; the last good checkpoint is {trainer.run_dir / 'last.pt'}"
+            )
+        _backward(loss / trainer.config.accumulate, state.scaler)
+    return loss_value
 
 
 def _backward(loss: torch.Tensor, scaler: torch.amp.GradScaler | None) -> None:

@@ -22,6 +22,7 @@ from medchallenge.core.device import amp_dtype, autocast, resolve_device, to_dev
 from medchallenge.core.distributed import (
     DistInfo,
     all_reduce_max,
+    all_reduce_mean,
     barrier,
     broadcast_object,
     cleanup,
@@ -303,6 +304,7 @@ class Trainer:
         position, run.position = run.position, None
         train_loss = train_one_epoch(self, run.model, run.loader, run.state, epoch, position,
                                      lambda reached: self._after_step(run, reached))
+        train_loss = all_reduce_mean(train_loss, self.device)  # the loss of every rank's batches, not rank 0's
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
                                "lr": run.state.optimizer.param_groups[0]["lr"]}
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
