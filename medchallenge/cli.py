@@ -24,7 +24,7 @@ CHALLENGES: dict[str, str] = {
 app = typer.Typer(
     help="Medical-imaging challenges from raw data to a scored submission: sample, tile, train, predict, evaluate.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )

@@ -43,3 +43,8 @@ def test_env_command_lists_versions_and_weight_files(tmp_path: Path, monkeypatch
     assert all(row["file"].startswith(str(checkpoints)) for row in record["pretrained"])
     table = CliRunner().invoke(app, ["env"], env={"COLUMNS": "200", "TORCH_HOME": str(tmp_path)})
     assert table.exit_code == 0 and "pretrained weights" in table.output
+
+
+def test_shell_completion_is_offered() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "--install-completion" in result.output and "--show-completion" in result.output
