@@ -7,6 +7,7 @@ end are mounted here.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import typer
 
@@ -72,6 +73,46 @@ def env(as_json: bool = typer.Option(False, "--json", help="Print one JSON objec
     for row in weights:
         found.add_row(row["model"], row["file"], "yes" if row["present"] else "[yellow]no[/yellow]")
     console.print(found)
+
+
+@app.command("compare")
+def compare(
+    runs: list[Path] = typer.Argument(..., help="Run folders (two or more) of one challenge."),
+    out: Path = typer.Option(Path("compare"), "--out", help="Folder for compare.csv, compare.json and curves.png."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Compare runs: options that differ, best metric and epoch, time, throughput, peak memory; one curve plot."""
+    from medchallenge.core.compare import compare_runs, write_comparison
+    from medchallenge.core.errors import MedchallengeError
+    from medchallenge.core.jsonio import dumps_json
+
+    try:
+        table, differ, curves = compare_runs(runs)
+    except MedchallengeError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    monitor = table["monitor"].iloc[0]
+    write_comparison(out, table, differ, curves, monitor)
+    if as_json:
+        typer.echo(dumps_json({"runs": table.to_dict(orient="records"), "differing_options": differ}))
+        return
+    _print_comparison(table, differ, out)
+
+
+def _print_comparison(table, differ, out: Path) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    def num(value: float, fmt: str) -> str:
+        return "-" if value != value else format(value, fmt)  # NaN: not recorded (e.g. no GPU)
+
+    view = Table("run", *differ, "best " + str(table["monitor"].iloc[0]), "epoch", "time", "samples/s", "GPU GB")
+    for i, row in table.iterrows():
+        view.add_row(Path(row["run"]).name, *(str(v[i]) for v in differ.values()), num(row["best"], ".4g"),
+                     str(row["best_epoch"]), num(row["time_s"], ".0f") + "s", num(row["samples_per_s"], ".1f"),
+                     num(row["peak_gpu_mem_gb"], ".2f"))
+    Console().print(view)
+    Console(stderr=True).print(f"compare.csv, compare.json and curves.png in {out}")
 
 
 for _key, _help in CHALLENGES.items():

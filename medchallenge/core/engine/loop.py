@@ -33,8 +33,8 @@ class StepState:
 
 def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, state: StepState, epoch: int,
                     position: EpochPosition | None = None,
-                    after_step: Callable[[EpochPosition], None] | None = None) -> float:
-    """Train ``model`` for one pass over ``loader``; returns the mean loss of the batches.
+                    after_step: Callable[[EpochPosition], None] | None = None) -> tuple[float, float]:
+    """Train ``model`` for one pass over ``loader``; returns (mean loss of the batches, samples/s).
 
     Gradients of ``accumulate`` batches are summed (each loss divided by ``accumulate``) before
     one optimizer step, so ``--accumulate 2`` at batch b follows batch 2b. Under DDP the
@@ -66,7 +66,7 @@ def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, stat
                     after_step(EpochPosition(epoch, step + 1, total, count))
             steplog.update(step + 1, total / count, state.optimizer.param_groups[0]["lr"], batch_len(batch), wait)
             fetched = time.perf_counter()
-    return total / max(count, 1)
+    return total / max(count, 1), steplog.rate()
 
 
 def _forward_backward(trainer: Trainer, model: nn.Module, batch: Any, state: StepState, boundary: bool,

@@ -68,7 +68,10 @@ def describe(scheduler: Scheduler, name: str, **params: Any) -> Scheduler:
 
 def optimization_record(optimizer: torch.optim.Optimizer, scheduler: Scheduler | None) -> dict[str, Any]:
     """The optimizer and schedule that actually run, as config.json records them."""
-    hyper = {k: v for k, v in optimizer.param_groups[0].items() if k not in ("params", "initial_lr")}
+    group = optimizer.param_groups[0]
+    hyper = {k: v for k, v in group.items() if k not in ("params", "initial_lr")}
+    if "initial_lr" in group:  # a scheduler already applied its step-0 factor: record the peak rate
+        hyper["lr"] = group["initial_lr"]
     hyper = {k: (list(v) if isinstance(v, tuple) else v) for k, v in hyper.items() if _plain(v)}
     if scheduler is None:
         schedule: dict[str, Any] = {"name": "none"}

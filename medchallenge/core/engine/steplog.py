@@ -64,6 +64,10 @@ class StepLog:
         if self.progress is not None:
             self.progress.stop()
 
+    def rate(self) -> float:
+        """Samples per second over the batches trained in this epoch so far."""
+        return self.samples / max(time.perf_counter() - self.started, 1e-9)
+
     def update(self, step: int, loss: float, lr: float, samples: int, wait_s: float) -> None:
         """After batch ``step`` (1-based): running mean ``loss``, current ``lr``, batch size, data wait."""
         self.samples += samples

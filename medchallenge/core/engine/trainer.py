@@ -284,6 +284,7 @@ class Trainer:
     def record(self) -> dict[str, Any]:
         """What config.json and every checkpoint record about the run's options."""
         return {"challenge": self.challenge, "version": __version__, "monitor": self.monitor,
+                "monitor_mode": self.monitor_mode,
                 "world_size": self.dist.world_size, **self.config.to_json(),
                 "options": options_record(self.options)}
 
@@ -302,7 +303,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         position, run.position = run.position, None
-        train_loss = train_one_epoch(self, run.model, run.loader, run.state, epoch, position,
+        train_loss, rate = train_one_epoch(self, run.model, run.loader, run.state, epoch, position,
                                      lambda reached: self._after_step(run, reached))
         train_loss = all_reduce_mean(train_loss, self.device)  # the loss of every rank's batches, not rank 0's
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
@@ -311,6 +312,7 @@ class Trainer:
             metrics = evaluate(self, run.raw_model) if self.is_main else {}
             row.update(broadcast_object(metrics))  # every rank agrees on the metrics
         row["time_s"] = round(time.perf_counter() - started, 3)
+        row["train_samples_per_s"] = round(rate * self.dist.world_size, 2)  # over all ranks
         if self.device.type == "cuda":
             row["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
         improved = run.saver.improves(row)
