@@ -1,32 +1,25 @@
-"""``medchallenge kits``: sample, tile, train, predict, evaluate for KiTS19 kidney-tumour segmentation."""
+"""``medchallenge kits``: sample, tile, train, predict, evaluate for KiTS19 kidney-tumour segmentation.
 
-from __future__ import annotations
+Options only: every heavy import (torch, SimpleITK, the kits modules) happens inside a command, so
+``--help`` and a bad choice (exit 2) never load torch.
+"""
 
-import time
+import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.jsonio import dumps_json
+from medchallenge.core.cliflags import EngineFlags, Scheduler, deprecated_aliases, engine_flags
 from medchallenge.core.options import (
-    AccumulateOpt,
-    AmpOpt,
     BatchSizeOpt,
-    ChannelsLastOpt,
     CheckpointOpt,
-    CompileOpt,
     DataOpt,
     DeviceOpt,
-    EpochsOpt,
     JsonOpt,
-    LrOpt,
-    OutOpt,
     OverwriteOpt,
     PartOpt,
-    ResumeOpt,
     SeedOpt,
-    TensorboardOpt,
     WorkersOpt,
     challenge_app,
     report_errors,
@@ -34,8 +27,21 @@ from medchallenge.core.options import (
 
 app = challenge_app("KiTS19 kidney and kidney-tumour segmentation in CT (metric: kidney and tumour Dice).")
 
+DATA, MODEL = "Data", "Model"
+
+
+class Model(str, enum.Enum):
+    unet = "unet"
+
+
+class Loss(str, enum.Enum):
+    ce = "ce"
+    dice_ce = "dice-ce"
+    ce_dice = "ce-dice"  # deprecated spelling of dice-ce, accepted one release with a warning
+
+
 CasesOpt = Annotated[Optional[str], typer.Option("--cases", help="Case numbers, e.g. 0-19,25 (default: all).")]
-SlicesOpt = Annotated[Path, typer.Option("--slices", help="Slice cache written by `kits tile`.")]
+CacheOpt = Annotated[Path, typer.Option("--cache", help="Slice cache written by `kits tile`.", rich_help_panel=DATA)]
 
 
 @app.command()
@@ -59,9 +65,10 @@ def sample(
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--out": "cache"})
 def tile(
     data: DataOpt = Path("."),
-    out: OutOpt = None,
+    cache: Annotated[Path, typer.Option("--cache", help="Folder to write the slice cache into.")] = Path("slices"),
     cases: CasesOpt = None,
     window: Annotated[str, typer.Option("--window", help="HU window LOW,HIGH.")] = "-79,304",
     mean: Annotated[float, typer.Option("--mean", help="Normalisation mean (HU).")] = 101.0,
@@ -77,49 +84,48 @@ def tile(
     from medchallenge.core.parts import parse_case_range
     from medchallenge.kits.slices import parse_window, tile_cases
 
-    tile_cases(data, out or Path("slices"), parse_case_range(cases), parse_window(window), mean, std,
+    tile_cases(data, cache, parse_case_range(cases), parse_window(window), mean, std,
                workers=workers, part=part, overwrite=overwrite)
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--slices": "cache"})
+@engine_flags(epochs=1, batch_size=4, lr=0.002, scheduler=Scheduler.none, workers=2)
 def train(
-    slices: SlicesOpt = Path("slices"),
-    out: OutOpt = None,
-    epochs: EpochsOpt = 1,
-    batch_size: BatchSizeOpt = 4,
-    lr: LrOpt = 0.002,
-    depth: Annotated[int, typer.Option("--depth", min=1, max=6, help="U-Net poolings.")] = 4,
-    width: Annotated[int, typer.Option("--width", min=1, help="Channels of the first block.")] = 32,
-    batch_norm: Annotated[bool, typer.Option("--batch-norm/--no-batch-norm", help="Batch norm (the report: off).")] = False,
-    loss: Annotated[str, typer.Option("--loss", help="ce or ce-dice.")] = "ce",
-    oversample: Annotated[float, typer.Option("--oversample", min=0.0, max=1.0, help="Share of slices drawn from kidney/tumour slices.")] = 0.0,
-    patch_size: Annotated[int, typer.Option("--patch-size", help="Training crop (px); multiple of 2**depth.")] = 512,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of cases for validation.")] = 0.2,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
-    seed: SeedOpt = 0,
-    amp: AmpOpt = True,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    accumulate: AccumulateOpt = 1,
-    resume: ResumeOpt = False,
-    tensorboard: TensorboardOpt = False,
+    cache: CacheOpt = Path("slices"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/unet-<time>-<id>).")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of cases for validation.",
+                                                rich_help_panel=DATA)] = 0.2,
+    patch_size: Annotated[int, typer.Option("--patch-size", help="Training crop (px); multiple of 2**depth.",
+                                            rich_help_panel=DATA)] = 512,
+    oversample: Annotated[float, typer.Option("--oversample", min=0.0, max=1.0, rich_help_panel=DATA,
+                                              help="Share of slices drawn from kidney/tumour slices.")] = 0.0,
+    model: Annotated[Model, typer.Option("--model", help="Architecture.", rich_help_panel=MODEL)] = Model.unet,
+    depth: Annotated[int, typer.Option("--depth", min=1, max=6, help="U-Net poolings.", rich_help_panel=MODEL)] = 4,
+    width: Annotated[int, typer.Option("--width", min=1, help="Channels of the first block.",
+                                       rich_help_panel=MODEL)] = 32,
+    batch_norm: Annotated[bool, typer.Option("--batch-norm/--no-batch-norm", help="Batch norm (the report: off).",
+                                             rich_help_panel=MODEL)] = False,
+    loss: Annotated[Loss, typer.Option("--loss", help="Loss (ce-dice: deprecated name of dice-ce).",
+                                       rich_help_panel=MODEL)] = Loss.ce,
+    *,
+    engine: EngineFlags,
 ) -> None:
     """Train the 2D U-Net; best.pt by mean kidney/tumour Dice on validation cases (writes ./runs/unet-<time>).
 
     Example: medchallenge kits train --epochs 1 --batch-size 4 --lr 0.002
     """
-    from medchallenge.core.engine import TrainConfig
+    if loss is Loss.ce_dice:
+        typer.echo("warning: --loss ce-dice is deprecated and will be removed; use --loss dice-ce", err=True)
+        loss = Loss.dice_ce
+    from medchallenge.core.runs import default_run_dir
     from medchallenge.kits.train import KitsOptions, KitsTrainer
 
-    out = out or Path("runs") / f"unet-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(out=out, epochs=epochs, batch_size=batch_size, lr=lr, scheduler="none", device=device,
-                         workers=workers, seed=seed, amp=amp, channels_last=channels_last, compile=compile,
-                         accumulate=accumulate, resume=resume, tensorboard=tensorboard)
-    options = KitsOptions(slices=slices, depth=depth, width=width, batch_norm=batch_norm, loss=loss,
+    out = out or default_run_dir(model.value)
+    options = KitsOptions(cache=cache, depth=depth, width=width, batch_norm=batch_norm, loss=loss.value,
                           oversample=oversample, patch_size=patch_size, val_fraction=val_fraction)
-    result = KitsTrainer(config, options).fit()
+    result = KitsTrainer(engine.config(out), options).fit()
     typer.echo(f"best validation composite Dice {result['best']['composite_dice']}: {out / 'best.pt'}", err=True)
 
 
@@ -137,7 +143,7 @@ def predict(
 ) -> None:
     """Segment whole volumes into prediction_XXXXX.nii.gz (uint8 {0,1,2}, the input's grid).
 
-    Example: medchallenge kits predict --checkpoint runs/unet-*/best.pt --data . --out predictions --cases 210-299
+    Example: medchallenge kits predict --checkpoint runs/latest --data . --out predictions --cases 210-299
     """
     from medchallenge.core.parts import parse_case_range
     from medchallenge.kits.predict import predict_cases
@@ -151,7 +157,7 @@ def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="KiTS data folder or a folder of case_XXXXX.nii.gz labels.")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of prediction_XXXXX.nii.gz.")] = Path("predictions"),
     cases: CasesOpt = None,
-    out: OutOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
     plots: Annotated[bool, typer.Option("--plots", help="Overlays of the slices with the most tumour.")] = False,
     data: Annotated[Path, typer.Option("--data", help="KiTS folder whose imaging the --plots overlays show.")] = Path("."),
     as_json: JsonOpt = False,
@@ -160,27 +166,32 @@ def evaluate(
 
     Example: medchallenge kits evaluate --predictions predictions --truth answers --json --plots
     """
-    from medchallenge.core.console import out_console
+    from medchallenge.core.jsonio import dumps_json
     from medchallenge.core.parts import parse_case_range
-    from medchallenge.kits.evaluate import evaluate_folder, plot_overlays, write_report
+    from medchallenge.core.report import write_report
+    from medchallenge.kits.evaluate import evaluate_folder, evaluation_report, plot_overlays
 
     summary, scores = evaluate_folder(predictions, truth, parse_case_range(cases))
-    out = out or predictions / "evaluation"
-    write_report(out, summary, scores)
-    if plots:
-        plot_overlays(predictions, truth, scores, out, data=data)
+    draw = (lambda folder: plot_overlays(predictions, truth, scores, folder, data=data)) if plots else None
+    report = evaluation_report(summary, scores, draw)
+    write_report(report, out)
     if as_json:
-        typer.echo(dumps_json(summary))
+        typer.echo(dumps_json(report.to_json()))
         return
+    _print_table(summary, f"KiTS19: {predictions} vs {truth}", out)
+
+
+def _print_table(summary: dict, title: str, out: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"KiTS19: {predictions} vs {truth}")
+    from medchallenge.core.console import out_console
+
+    keys = ("kidney_dice", "tumor_dice", "composite_dice", "pixel_accuracy")
+    table = Table(title=title)
     for column in ("case", "kidney Dice", "tumour Dice", "composite", "pixel acc."):
         table.add_column(column, justify="left" if column == "case" else "right")
     for row in summary["cases"]:
-        table.add_row(row["case"], *(f"{row[k]:.4f}" for k in ("kidney_dice", "tumor_dice", "composite_dice",
-                                                               "pixel_accuracy")))
-    table.add_row("[bold]mean", *(f"[bold]{summary[k]:.4f}" for k in ("kidney_dice", "tumor_dice", "composite_dice",
-                                                                      "pixel_accuracy")))
+        table.add_row(row["case"], *(f"{row[k]:.4f}" for k in keys))
+    table.add_row("[bold]mean", *(f"[bold]{summary[k]:.4f}" for k in keys))
     out_console.print(table)
     out_console.print(f"metrics.json and cases.csv in {out}")

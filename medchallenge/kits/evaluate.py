@@ -9,6 +9,7 @@ background, as the challenge scored it, with a warning.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,9 @@ import pandas as pd
 
 from medchallenge.core import console
 from medchallenge.core.errors import DataError
-from medchallenge.core.io import write_csv, write_json
 from medchallenge.core.names import check_name
 from medchallenge.core.nifti import read_volume
+from medchallenge.core.report import EvaluationReport
 from medchallenge.kits.data import case_name, check_case_name, check_labels, data_root, looks_like_case
 from medchallenge.kits.metrics import CaseScore, score_case, summarise
 
@@ -93,11 +94,16 @@ def evaluate_folder(predictions: Path, truth: Path, cases: list[int] | None = No
     return summarise(scores), scores
 
 
-def write_report(out: Path, summary: dict, scores: list[CaseScore]) -> None:
-    """``metrics.json`` and ``cases.csv`` in ``out``."""
-    write_json(out / "metrics.json", summary)
-    write_csv(out / "cases.csv", pd.DataFrame([{k: v for k, v in s.as_dict().items() if k != "truth_voxels"}
-                                               for s in scores]))
+METRIC = "composite Dice (mean of kidney and tumour Dice)"
+
+
+def evaluation_report(summary: dict, scores: list[CaseScore],
+                      plots: Callable[[Path], None] | None = None) -> EvaluationReport:
+    """The common report: score is the composite Dice; the KiTS keys (per-region means, cases) follow."""
+    own = {k: v for k, v in summary.items() if k != "n"}  # n is a common key
+    cases = pd.DataFrame([{k: v for k, v in s.as_dict().items() if k != "truth_voxels"} for s in scores],
+                         columns=["case", "kidney_dice", "tumor_dice", "composite_dice", "pixel_accuracy"])
+    return EvaluationReport("kits", METRIC, summary["composite_dice"], len(scores), own, cases=cases, plots=plots)
 
 
 def plot_overlays(predictions: Path, truth: Path, scores: list[CaseScore], out: Path, n_cases: int = 4,

@@ -5,7 +5,8 @@ window and normalised as (x − mean)/std, by default the common KiTS19 choice w
 mean 101, std 76.9) and ``labels/case_XXXXX.npy`` (uint8), both memory-mapped at training time.
 ``index.csv`` lists every slice with whether it holds kidney or tumour (for oversampling).
 Per-case files are written atomically; a rerun skips finished cases; ``index.csv`` is rebuilt
-from all finished cases, so ``--part K/N`` jobs can share the folder.
+from all finished cases, so ``--part K/N`` jobs can share the folder. ``meta.json`` is a
+``core.cache.CacheDir`` record (kind ``kits-slices``) of the window, mean and std.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.errors import DataError, OptionError
-from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.io import atomic_path, write_csv
 from medchallenge.core.parallel import map_jobs
-from medchallenge.core.parts import select_part
 from medchallenge.kits.data import Case, find_cases, read_case
 
 
@@ -84,36 +85,55 @@ def rebuild_index(out: Path) -> pd.DataFrame:
     return frame
 
 
+KIND = "kits-slices"
+
+
+def _refuse_old_format(root: Path, overwrite: bool) -> None:
+    """An old flat meta.json (no kind) is no cache of this format: rebuild with --overwrite, else one-line error."""
+    meta_file = Path(root) / "meta.json"
+    if not meta_file.is_file():
+        return
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return  # CacheDir reports an unreadable meta.json itself
+    if isinstance(meta, dict) and "kind" not in meta and "window" in meta:
+        if not overwrite:
+            raise DataError(root, "a slice cache of an older format: re-run `medchallenge kits tile --overwrite`"
+                                  " to rebuild it")
+        meta_file.unlink()  # --overwrite redoes every case of this run, so the old settings go
+
+
 def tile_cases(data: Path, out: Path, cases: list[int] | None = None, window: tuple[float, float] = (-79.0, 304.0),
                mean: float = 101.0, std: float = 76.9, workers: int = 0, part: str | None = None,
                overwrite: bool = False) -> pd.DataFrame:
-    """Cache the axial slices of every case with a segmentation; returns the slice index."""
+    """Cache the axial slices of every case with a segmentation; returns the slice index.
+
+    The cache is a ``core.cache.CacheDir`` of kind ``kits-slices``: other normalisation settings
+    than the cache's are an error naming them unless ``overwrite``; finished cases (their image
+    file, written last) are skipped; ``part`` takes every N-th case.
+    """
     norm = Normalisation(window[0], window[1], mean, std)
-    meta = {"window": list(window), "mean": mean, "std": std}
-    meta_file = out / "meta.json"
-    if meta_file.is_file():
-        old = json.loads(meta_file.read_text())
-        if old != meta:
-            raise OptionError(f"{out} holds slices normalised with {old}: use another --out")
+    cache = CacheDir(out, KIND)
     found = find_cases(data, cases, need_segmentation=True)
     skipped = [] if cases is None else sorted(set(cases) - {c.number for c in found})
     if skipped:
         console.warn(f"case(s) without segmentation.nii.gz skipped: {', '.join(f'case_{n:05d}' for n in skipped[:5])}")
+    _refuse_old_format(out, overwrite)
+    cache.open_for_writing({"window": list(window), "mean": mean, "std": std}, overwrite)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
-    remove_partials(out)
-    write_json(meta_file, meta)
-    jobs = [(c, out, norm) for c in select_part(found, part)
-            if overwrite or not (out / "images" / f"{c.case_id}.npy").is_file()]
-    console.log(f"caching {len(jobs)} case(s) into {out} (window {window[0]:g},{window[1]:g} HU)")
-    map_jobs(_tile_case, jobs, workers, "tile")
+    todo = cache.pending(found, lambda c: out / "images" / f"{c.case_id}.npy", part, overwrite)
+    console.log(f"caching {len(todo)} case(s) into {out} (window {window[0]:g},{window[1]:g} HU)")
+    map_jobs(_tile_case, [(c, out, norm) for c in todo], workers, "tile")
     return rebuild_index(out)
 
 
 def load_meta(slices: Path) -> Normalisation:
-    """The normalisation a slice cache was written with."""
-    meta_file = Path(slices) / "meta.json"
-    if not meta_file.is_file():
-        raise DataError(slices, "not a KiTS slice cache (no meta.json): run `medchallenge kits tile` first")
-    meta = json.loads(meta_file.read_text())
-    return Normalisation(meta["window"][0], meta["window"][1], meta["mean"], meta["std"])
+    """The normalisation a slice cache was written with (a DataError for no cache or an old-format one)."""
+    _refuse_old_format(slices, overwrite=False)
+    settings = CacheDir(slices, KIND).settings()
+    try:
+        return Normalisation(settings["window"][0], settings["window"][1], settings["mean"], settings["std"])
+    except (KeyError, IndexError, TypeError) as err:
+        raise DataError(Path(slices) / "meta.json", f"slice cache settings without the normalisation ({err})") from err

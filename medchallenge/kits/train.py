@@ -27,7 +27,7 @@ from medchallenge.core.names import check_names
 from medchallenge.core.splits import grouped_split
 from medchallenge.kits.data import CASE_PATTERN
 from medchallenge.kits.metrics import score_case, summarise
-from medchallenge.kits.models import build_model, unet_spec
+from medchallenge.kits.models import MODELS, unet_spec
 from medchallenge.kits.predict import segment_stack
 from medchallenge.kits.slices import load_meta
 
@@ -72,11 +72,14 @@ class SliceDataset(Dataset):
         return torch.from_numpy(image.copy())[None], torch.from_numpy(label.copy())
 
 
+LOSSES = ("ce", "dice-ce")
+
+
 @dataclass
 class KitsOptions:
-    """KiTS-specific training options."""
+    """KiTS-specific training options (recorded by the engine in config.json and checkpoints)."""
 
-    slices: Path
+    cache: Path
     depth: int = 4
     width: int = 32
     batch_norm: bool = False
@@ -93,32 +96,45 @@ class KitsTrainer(Trainer):
 
     challenge = "kits"
     monitor = "composite_dice"
+    registry = MODELS
 
     def __init__(self, config: TrainConfig, options: KitsOptions) -> None:
         super().__init__(config, options)
         self.options = options
-        if options.loss not in ("ce", "ce-dice"):
-            raise OptionError(f"--loss {options.loss}: expected ce or ce-dice")
+        if options.loss not in LOSSES:
+            raise OptionError(f"--loss {options.loss}: expected one of {', '.join(LOSSES)}")
         if options.patch_size % 2**options.depth:
             raise OptionError(f"--patch-size {options.patch_size} must be a multiple of 2**depth = {2**options.depth}")
-        self.norm = load_meta(options.slices)
-        index_file = Path(options.slices) / "index.csv"
-        if not index_file.is_file():
-            raise DataError(options.slices, "slice cache without index.csv")
-        self.index = pd.read_csv(index_file, dtype={"case": str})
-        # the case column names the cached .npy files: each must be a plain case_XXXXX
-        check_names(self.index["case"], index_file, what="case", pattern=CASE_PATTERN)
+        self.norm = load_meta(options.cache)
+        self.index = self._read_index(Path(options.cache))
         cases = sorted(self.index["case"].unique())
         if len(cases) < 2:
-            raise DataError(options.slices, f"{len(cases)} case(s) cached: need at least 2 to split by case")
+            raise DataError(options.cache, f"{len(cases)} case(s) cached: need at least 2 to split by case")
         _, val_idx = grouped_split(cases, options.val_fraction, config.seed)
         self.val_cases = [cases[i] for i in val_idx]
         self.train_rows = self.index[~self.index["case"].isin(self.val_cases)].reset_index(drop=True)
         console.log(f"{len(cases) - len(self.val_cases)} training case(s) ({len(self.train_rows)} slices),"
                     f" {len(self.val_cases)} validation case(s): {', '.join(self.val_cases)}")
+        self._warn_padding()
 
-    def build_model(self) -> nn.Module:
-        return build_model(self.model_spec())
+    @staticmethod
+    def _read_index(cache: Path) -> pd.DataFrame:
+        index_file = cache / "index.csv"
+        if not index_file.is_file():
+            raise DataError(cache, "slice cache without index.csv")
+        index = pd.read_csv(index_file, dtype={"case": str})
+        # the case column names the cached .npy files: each must be a plain case_XXXXX
+        check_names(index["case"], index_file, what="case", pattern=CASE_PATTERN)
+        return index
+
+    def _warn_padding(self) -> None:
+        """A patch larger than the slices trains mostly on padded air (the 512 px default on 96 px samples)."""
+        if not {"height", "width"} <= set(self.index.columns) or self.index.empty:
+            return
+        h, w = int(self.index["height"].min()), int(self.index["width"].min())
+        if self.options.patch_size > min(h, w):
+            console.warn(f"--patch-size {self.options.patch_size} is larger than the cached slices (smallest"
+                         f" {h}×{w} px): they are padded with air; choose a --patch-size of at most {min(h, w)}")
 
     def model_spec(self) -> dict[str, Any]:
         o = self.options
@@ -130,7 +146,7 @@ class KitsTrainer(Trainer):
                 "labels": {"0": "background", "1": "kidney", "2": "tumor"}, "val_cases": self.val_cases}
 
     def train_loader(self) -> DataLoader:
-        dataset = SliceDataset(self.options.slices, self.train_rows, self.options.patch_size, self.norm.background,
+        dataset = SliceDataset(self.options.cache, self.train_rows, self.options.patch_size, self.norm.background,
                                augment=True)
         sampler = None
         p = self.options.oversample
@@ -146,15 +162,16 @@ class KitsTrainer(Trainer):
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         image, label = batch
         logits = model(image)
-        if self.options.loss == "ce-dice":
+        if self.options.loss == "dice-ce":
             return dice_ce_loss(logits, label)
         return F.cross_entropy(logits.float(), label)
 
     def validate(self, model: nn.Module) -> dict[str, float]:
+        """Each validation case segmented whole through ``core.inference`` and scored officially."""
         scores = []
         for case in self.val_cases:
-            images = np.load(Path(self.options.slices) / "images" / f"{case}.npy", mmap_mode="r")
-            labels = np.load(Path(self.options.slices) / "labels" / f"{case}.npy")
+            images = np.load(Path(self.options.cache) / "images" / f"{case}.npy", mmap_mode="r")
+            labels = np.load(Path(self.options.cache) / "labels" / f"{case}.npy")
             pred = segment_stack(model, images, self.device, self.options.predict_batch, self.norm.background,
                                  self.amp_dtype)
             scores.append(score_case(case, pred, labels))

@@ -16,7 +16,7 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.nifti import Geometry, read_geometry, read_volume, write_volume
 from medchallenge.kits.data import find_cases, read_case
 from medchallenge.kits.metrics import score_case
-from medchallenge.kits.models import build_model, unet_spec
+from medchallenge.kits.models import MODELS, unet_spec
 from medchallenge.kits.sample import KITS_DIRECTION, write_sample_dataset
 
 
@@ -79,10 +79,10 @@ def test_2d_image_is_an_error(tmp_path: Path) -> None:
 
 
 def test_models_and_foreign_checkpoints(sample: Path, tmp_path: Path) -> None:
-    net = build_model(unet_spec(depth=2, width=4))
+    net = MODELS.build(unet_spec(depth=2, width=4))
     assert net(torch.zeros(1, 1, 16, 20)).shape == (1, 3, 16, 20)
-    with pytest.raises(OptionError, match="unknown KiTS model"):
-        build_model({"name": "resnet", "kwargs": {}})
+    with pytest.raises(OptionError, match="kits: unknown model 'resnet'"):
+        MODELS.build({"name": "resnet", "kwargs": {}})
     save_checkpoint(tmp_path / "brats.pt", {"challenge": "brats", "model": unet_spec(2, 4),
                                              "state_dict": net.state_dict(), "meta": {}})
     result = CliRunner().invoke(app, ["kits", "predict", "--checkpoint", str(tmp_path / "brats.pt"), "--data",
@@ -101,7 +101,7 @@ def test_evaluate_flat_truth_folder_and_shape_mismatch(realdata: Path, tmp_path:
     shutil.copy(real, tmp_path / "truth" / "segmentation_00061.nii.gz")
     shutil.copy(real, tmp_path / "pred" / "prediction_00061.nii.gz")
     result = CliRunner().invoke(app, ["kits", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
-                                      str(tmp_path / "truth"), "--json"])
+                                      str(tmp_path / "truth"), "--out", str(tmp_path / "ev"), "--json"])
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert (metrics["kidney_dice"], metrics["tumor_dice"], metrics["composite_dice"]) == (1.0, 1.0, 1.0)
@@ -111,7 +111,7 @@ def test_evaluate_flat_truth_folder_and_shape_mismatch(realdata: Path, tmp_path:
     write_volume(tmp_path / "pred" / "prediction_00061.nii.gz", small,
                  Geometry((4, 4, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), KITS_DIRECTION))
     result = CliRunner().invoke(app, ["kits", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
-                                      str(tmp_path / "truth"), "--json"])
+                                      str(tmp_path / "truth"), "--out", str(tmp_path / "ev"), "--json"])
     assert result.exit_code == 2 and "differs from the ground truth" in result.output
 
 
@@ -119,7 +119,7 @@ def test_tile_is_resumable_and_indexes_foreground(sample: Path, tmp_path: Path) 
     import pandas as pd
 
     out = tmp_path / "slices"
-    args = ["kits", "tile", "--data", str(sample), "--out", str(out)]
+    args = ["kits", "tile", "--data", str(sample), "--cache", str(out)]
     assert CliRunner().invoke(app, [*args, "--part", "1/2"]).exit_code == 0
     assert len(list((out / "images").glob("*.npy"))) == 2
     assert CliRunner().invoke(app, args).exit_code == 0
@@ -132,7 +132,8 @@ def test_tile_is_resumable_and_indexes_foreground(sample: Path, tmp_path: Path) 
     images = np.load(out / "images" / "case_00000.npy")
     assert images.dtype == np.float16 and images.min() == pytest.approx((-79 - 101) / 76.9, abs=1e-2)
     result = CliRunner().invoke(app, [*args, "--window", "-100,200"])
-    assert result.exit_code == 2 and "normalised with" in result.output
+    assert result.exit_code == 2 and "window: [-79.0, 304.0] → [-100.0, 200.0]" in result.output
+    assert "--overwrite" in result.output
 
 
 def test_tile_real_labels_on_their_own_grid(realdata: Path, tmp_path: Path) -> None:
@@ -144,7 +145,7 @@ def test_tile_real_labels_on_their_own_grid(realdata: Path, tmp_path: Path) -> N
     hu = np.where(real.array > 0, 180, -1000).astype(np.int16)
     write_volume(folder / "imaging.nii.gz", hu, real.geometry)
     shutil.copy(realdata / "kits19" / "case_00061_segmentation.nii.gz", folder / "segmentation.nii.gz")
-    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(tmp_path), "--out", str(tmp_path / "slices")])
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(tmp_path), "--cache", str(tmp_path / "slices")])
     assert result.exit_code == 0, result.output
     labels = np.load(tmp_path / "slices" / "labels" / "case_00061.npy")
     assert labels.shape == (29, 512, 512)

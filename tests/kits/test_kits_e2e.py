@@ -26,10 +26,10 @@ def _ok(args: list[str]) -> str:
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("kits")
     _ok(["kits", "sample", "--out", str(root), "--n-cases", "12", "--size", "96"])
-    _ok(["kits", "tile", "--data", str(root), "--out", str(root / "slices"), "--workers", "2"])
-    _ok(["kits", "train", "--slices", str(root / "slices"), "--out", str(root / "run"), "--epochs", "8",
+    _ok(["kits", "tile", "--data", str(root), "--cache", str(root / "slices"), "--workers", "2"])
+    _ok(["kits", "train", "--cache", str(root / "slices"), "--out", str(root / "run"), "--epochs", "8",
          "--batch-size", "8", "--lr", "0.002", "--patch-size", "96", "--depth", "3", "--width", "16", "--batch-norm",
-         "--loss", "ce-dice", "--oversample", "0.5", "--device", "cpu", "--workers", "0"])
+         "--loss", "dice-ce", "--oversample", "0.5", "--device", "cpu", "--workers", "0"])
     _ok(["kits", "predict", "--checkpoint", str(root / "run" / "best.pt"), "--data", str(root), "--out",
          str(root / "pred"), "--cases", "210-212", "--device", "cpu"])
     return root
@@ -37,12 +37,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_held_out_dice_beats_background(run: Path) -> None:
     out = _ok(["kits", "evaluate", "--predictions", str(run / "pred"), "--truth", str(run / "answers"), "--json",
-               "--plots", "--data", str(run)])
+               "--plots", "--data", str(run), "--out", str(run / "ev")])
     metrics = json.loads(out)
     assert metrics["n"] == 3 and [c["case"] for c in metrics["cases"]] == ["case_00210", "case_00211", "case_00212"]
     assert metrics["kidney_dice"] > 0.5, metrics  # all background scores 0
-    assert (run / "pred" / "evaluation" / "overlays.png").is_file()
-    assert (run / "pred" / "evaluation" / "cases.csv").is_file()
+    assert (run / "ev" / "overlays.png").is_file()
+    assert (run / "ev" / "cases.csv").is_file()
 
 
 def test_predictions_keep_the_input_geometry(run: Path) -> None:
@@ -69,7 +69,8 @@ def test_predict_skips_finished_and_handles_other_sizes(run: Path, tmp_path: Pat
 
 def test_missing_prediction_counts_as_background(run: Path) -> None:
     result = CliRunner().invoke(app, ["kits", "evaluate", "--predictions", str(run / "pred"), "--truth",
-                                      str(run / "data"), "--cases", "0", "--json"])
+                                      str(run / "data"), "--cases", "0", "--json",
+                                      "--out", str(run / "ev0")])
     assert result.exit_code == 0
     assert json.loads(result.stdout)["kidney_dice"] == 0.0
 
@@ -82,22 +83,22 @@ def test_bad_input_exit_2(run: Path, tmp_path: Path) -> None:
     folder = bad / "case_00000"
     write_volume(folder / "imaging.nii.gz", image.array.astype(np.int16), image.geometry)
     write_volume(folder / "segmentation.nii.gz", (labels * 2).astype(np.uint8), image.geometry)
-    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--cache", str(tmp_path / "s")])
     assert result.exit_code == 2 and "outside {0, 1, 2}" in result.output
     # segmentation on another grid
     write_volume(folder / "segmentation.nii.gz", labels[:-1].astype(np.uint8),
                  Geometry((*image.geometry.size[:2], image.geometry.size[2] - 1), *[getattr(image.geometry, k)
                           for k in ("spacing", "origin", "direction")]))
-    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--cache", str(tmp_path / "s")])
     assert result.exit_code == 2 and "grid differs" in result.output
     # a case folder without imaging, and a truncated file
     (bad / "case_00001").mkdir()
-    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--cache", str(tmp_path / "s")])
     assert result.exit_code == 2 and "without imaging" in result.output
     (bad / "case_00001").rmdir()
     data = (folder / "imaging.nii.gz").read_bytes()
     (folder / "imaging.nii.gz").write_bytes(data[: len(data) // 2])
-    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--out", str(tmp_path / "s")])
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(bad.parent), "--cache", str(tmp_path / "s")])
     assert result.exit_code == 2 and "truncated" in result.output
     result = CliRunner().invoke(app, ["kits", "predict", "--checkpoint", str(tmp_path / "none.pt"), "--data",
                                       str(run)])

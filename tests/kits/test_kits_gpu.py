@@ -23,10 +23,10 @@ def _ok(args: list[str]) -> str:
 
 def test_kits_pipeline_on_cuda(tmp_path: Path) -> None:
     _ok(["kits", "sample", "--out", str(tmp_path), "--n-cases", "12", "--size", "96"])
-    _ok(["kits", "tile", "--data", str(tmp_path), "--out", str(tmp_path / "slices")])
-    _ok(["kits", "train", "--slices", str(tmp_path / "slices"), "--out", str(tmp_path / "run"), "--epochs", "8",
+    _ok(["kits", "tile", "--data", str(tmp_path), "--cache", str(tmp_path / "slices")])
+    _ok(["kits", "train", "--cache", str(tmp_path / "slices"), "--out", str(tmp_path / "run"), "--epochs", "8",
          "--batch-size", "8", "--patch-size", "96", "--depth", "3", "--width", "16", "--batch-norm",
-         "--loss", "ce-dice", "--oversample", "0.5", "--device", "cuda", "--amp", "--channels-last",
+         "--loss", "dice-ce", "--oversample", "0.5", "--device", "cuda", "--amp", "--channels-last",
          "--workers", "2"])
     _ok(["kits", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path),
          "--out", str(tmp_path / "pred"), "--cases", "210-212", "--device", "cuda", "--batch-size", "4"])
@@ -35,5 +35,5 @@ def test_kits_pipeline_on_cuda(tmp_path: Path) -> None:
         assert pred.geometry == read_geometry(tmp_path / "data" / f"case_{number:05d}" / "imaging.nii.gz")
         assert pred.array.dtype == np.uint8 and pred.array.max() <= 2
     metrics = json.loads(_ok(["kits", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
-                              str(tmp_path / "answers"), "--json"]))
+                              str(tmp_path / "answers"), "--out", str(tmp_path / "ev"), "--json"]))
     assert metrics["kidney_dice"] > 0.5, metrics

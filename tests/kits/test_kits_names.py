@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from medchallenge.cli import app
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.errors import DataError
-from medchallenge.core.io import write_json
 from medchallenge.core.nifti import Geometry, write_volume
 from medchallenge.kits.data import find_cases
 from medchallenge.kits.sample import KITS_DIRECTION, write_sample_dataset
@@ -45,7 +45,7 @@ def test_misnamed_case_folder_is_exit_2_naming_it(tmp_path: Path, bad: str) -> N
     with pytest.raises(DataError, match="case_") as err:
         find_cases(tmp_path)
     assert err.value.path == tmp_path / "data" and repr(bad) in str(err.value)
-    code, output = _invoke(["kits", "tile", "--data", str(tmp_path), "--out", str(tmp_path / "slices")])
+    code, output = _invoke(["kits", "tile", "--data", str(tmp_path), "--cache", str(tmp_path / "slices")])
     assert code == 2 and f"case folder {bad!r}" in output and output.count("\n") == 1  # one line
     assert not (tmp_path / "slices").exists()  # refused before anything is written
 
@@ -96,10 +96,10 @@ def test_misnamed_or_doubled_truth_file_is_exit_2(tmp_path: Path) -> None:
 
 def test_index_csv_cases_are_checked_before_training(tmp_path: Path) -> None:
     slices = tmp_path / "slices"
-    write_json(slices / "meta.json", {"window": [-79.0, 304.0], "mean": 101.0, "std": 76.9})
+    CacheDir(slices, "kits-slices").open_for_writing({"window": [-79.0, 304.0], "mean": 101.0, "std": 76.9})
     (slices / "index.csv").write_text("case,slice,has_kidney,has_tumor,height,width\n"
                                       "case_00000,0,True,False,32,32\n../../x,0,True,False,32,32\n")
-    code, output = _invoke(["kits", "train", "--slices", str(slices), "--out", str(tmp_path / "run"),
+    code, output = _invoke(["kits", "train", "--cache", str(slices), "--out", str(tmp_path / "run"),
                             "--device", "cpu", "--patch-size", "32", "--workers", "0"])
     assert code == 2 and "index.csv" in output and "row 3" in output and "../../x" in output
     assert not (tmp_path / "run").exists()

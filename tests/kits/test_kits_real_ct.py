@@ -90,7 +90,7 @@ def test_reader_returns_the_real_hu_and_kidney(source: dict, tmp_path: Path, hu_
 def test_tile_caches_every_axial_slice(source: dict, tmp_path: Path, hu_dtype: type, mask_dtype: type) -> None:
     root = _write_kits_case(tmp_path, source, hu_dtype, mask_dtype)
     out = tmp_path / "slices"
-    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(root), "--out", str(out)])
+    result = CliRunner().invoke(app, ["kits", "tile", "--data", str(root), "--cache", str(out)])
     assert result.exit_code == 0, result.output
     index = pd.read_csv(out / "index.csv")
     assert len(index) == 30 and set(index["case"]) == {"case_00000"}
