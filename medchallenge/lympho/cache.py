@@ -3,24 +3,27 @@
 ``CACHE/images/<ID>.npy`` holds a patient's images as uint8 N×3×C×C (C the crop, 112 as in the
 report); ImageNet normalisation is applied on the device by the model, so the cache stays a
 quarter of float32's size. ``index.csv``: ID, LABEL, n_images, AGE, LYMPH_COUNT, GENDER,
-BIRTH_YEAR, BIRTH_MONTH. Reruns skip finished patients.
+BIRTH_YEAR, BIRTH_MONTH. ``meta.json`` is the shared :class:`~medchallenge.core.cache.CacheDir`
+format (kind ``lympho-crops``, setting ``crop``). Reruns skip finished patients; ``--part K/N``
+takes every N-th patient.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
-from medchallenge.core.errors import DataError, OptionError
-from medchallenge.core.io import atomic_path, read_csv, remove_partials, write_csv, write_json
+from medchallenge.core.cache import CacheDir
+from medchallenge.core.errors import DataError
+from medchallenge.core.io import atomic_path, read_csv, write_csv
 from medchallenge.core.names import check_names
 from medchallenge.core.parallel import map_jobs
-from medchallenge.core.parts import select_part
 from medchallenge.lympho.data import patient_images, read_annotations, warn_unlisted_folders
+
+KIND = "lympho-crops"
 
 
 def load_image(path: Path, crop: int) -> np.ndarray:
@@ -47,21 +50,26 @@ def _cache_patient(job: tuple[list[Path], Path, int]) -> int:
     return len(files)
 
 
+def cache_dir(root: Path) -> CacheDir:
+    """The crops cache at ``root`` (meta.json in the shared CacheDir format, settings ``crop``)."""
+    return CacheDir(root, KIND)
+
+
 def build_cache(data: Path, out: Path, crop: int = 112, workers: int = 0, part: str | None = None,
                 overwrite: bool = False) -> pd.DataFrame:
-    """Cache every patient of ``clinical_annotation.csv``; returns the index."""
+    """Cache every patient of ``clinical_annotation.csv`` (this ``part``'s pending ones); returns the index.
+
+    A cache made with another ``crop`` is refused (one line naming it) unless ``overwrite``.
+    """
     data, out = Path(data), Path(out)
     frame = read_annotations(data / "clinical_annotation.csv")
     warn_unlisted_folders(data, frame)
-    meta_file = out / "meta.json"
-    if meta_file.is_file() and json.loads(meta_file.read_text()).get("crop") != crop:
-        raise OptionError(f"{out} holds images cropped to {json.loads(meta_file.read_text())['crop']} px: use another --out")
     files = {row.ID: patient_images(data, row.ID, row.LABEL) for row in frame.itertuples()}
+    cache = cache_dir(out)
+    cache.open_for_writing({"crop": crop}, overwrite)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    remove_partials(out)
-    write_json(meta_file, {"crop": crop, "normalisation": "ImageNet mean/std, applied by the model"})
-    jobs = [(files[pid], out / "images" / f"{pid}.npy", crop) for pid in select_part(list(files), part)
-            if overwrite or not (out / "images" / f"{pid}.npy").is_file()]
+    todo = cache.pending(list(files), lambda pid: out / "images" / f"{pid}.npy", part, overwrite)
+    jobs = [(files[pid], out / "images" / f"{pid}.npy", crop) for pid in todo]
     console.log(f"caching {len(jobs)} patient(s) into {out} (centre crop {crop} px)")
     map_jobs(_cache_patient, jobs, workers, "tile")
     index = frame[["ID", "LABEL", "AGE", "LYMPH_COUNT", "GENDER", "BIRTH_YEAR", "BIRTH_MONTH"]].copy()
@@ -72,10 +80,11 @@ def build_cache(data: Path, out: Path, crop: int = 112, workers: int = 0, part: 
 
 
 def open_cache(path: Path) -> tuple[pd.DataFrame, dict]:
-    """(index, meta) of a cache."""
+    """(index, settings) of a cache; settings hold ``crop``."""
     path = Path(path)
-    if not (path / "meta.json").is_file() or not (path / "index.csv").is_file():
-        raise DataError(path, "not a lymphocytosis cache: run `medchallenge lympho tile` first")
+    settings = cache_dir(path).settings()
+    if not (path / "index.csv").is_file():
+        raise DataError(path, "not a lymphocytosis cache (no index.csv): run `medchallenge lympho tile` first")
     index = read_csv(path / "index.csv", required=["ID", "LABEL", "n_images"], dtype={"ID": str})
     check_names(index["ID"], path / "index.csv", what="ID")  # IDs become images/<ID>.npy
-    return index, json.loads((path / "meta.json").read_text())
+    return index, settings

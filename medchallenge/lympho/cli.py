@@ -1,66 +1,74 @@
 """``medchallenge lympho``: sample, tile, train, predict, evaluate for lymphocytosis diagnosis."""
 
-from __future__ import annotations
-
-import time
+import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.jsonio import dumps_json
+from medchallenge.core.cliflags import EngineFlags, Scheduler, deprecated_aliases, engine_flags
 from medchallenge.core.options import (
-    AccumulateOpt,
-    AmpOpt,
-    ChannelsLastOpt,
     CheckpointOpt,
-    CompileOpt,
-    DataOpt,
     DeviceOpt,
-    EpochsOpt,
     JsonOpt,
-    LrOpt,
-    OutOpt,
     OverwriteOpt,
     PartOpt,
-    PretrainedOpt,
-    ResumeOpt,
     SeedOpt,
-    TensorboardOpt,
-    WeightsOpt,
     WorkersOpt,
     challenge_app,
     report_errors,
 )
 
 app = challenge_app("Lymphocytosis: reactive vs malignant per patient, multi-instance (metric: balanced accuracy).")
+DATA, MODEL = "Data", "Model"
+
+
+class ModelName(str, enum.Enum):
+    mean = "mean"
+    attention = "attention"
+    clinical = "clinical"
+    sum_of_losses = "sum-of-losses"
+    moe = "moe"
+
+
+class Loss(str, enum.Enum):
+    bce = "bce"
+    dice = "dice"
+
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder with clinical_annotation.csv, trainset/, testset/.",
+                                       rich_help_panel=DATA)]
+CacheOpt = Annotated[Path, typer.Option("--cache", help="Crops cache (`lympho tile` writes it, `train` reads it).",
+                                        rich_help_panel=DATA)]
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--min-images": "min_bag", "--max-images": "max_bag"})
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("lympho-sample"),
     n_patients: Annotated[int, typer.Option("--n-patients", min=8, help="Patients (train + test).")] = 32,
-    min_images: Annotated[int, typer.Option("--min-images", min=1, help="Fewest images per patient.")] = 8,
-    max_images: Annotated[int, typer.Option("--max-images", min=1, help="Most images per patient.")] = 24,
+    min_bag: Annotated[int, typer.Option("--min-bag", min=1, help="Fewest images per patient.")] = 8,
+    max_bag: Annotated[int, typer.Option("--max-bag", min=1, help="Most images per patient.")] = 24,
     seed: SeedOpt = 0,
 ) -> None:
     """Write a synthetic dataset in the real layout (+ answers/test_labels.csv).
 
-    Example: medchallenge lympho sample --out lympho-sample --n-patients 32
+    Example: medchallenge lympho sample --out lympho-sample --n-patients 32 --min-bag 8 --max-bag 24
     """
     from medchallenge.core.console import log
     from medchallenge.lympho.sample import write_sample_dataset
 
-    counts = write_sample_dataset(out, n_patients, seed, min_images, max_images)
+    counts = write_sample_dataset(out, n_patients, seed, min_bag, max_bag)
     log(f"wrote {counts['train']} training and {counts['test']} test patient(s) to {out}")
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--out": "cache"})
 def tile(
     data: DataOpt = Path("."),
-    out: OutOpt = None,
+    cache: CacheOpt = Path("cache"),
     crop: Annotated[int, typer.Option("--crop", min=8, help="Centre crop, px (the report: 112).")] = 112,
     workers: WorkersOpt = 0,
     part: PartOpt = None,
@@ -68,56 +76,58 @@ def tile(
 ) -> None:
     """Decode and centre-crop every patient's images into a cache (default ./cache).
 
-    Example: medchallenge lympho tile --crop 112
+    Example: medchallenge lympho tile --crop 112 --cache cache
     """
     from medchallenge.lympho.cache import build_cache
 
-    build_cache(data, out or Path("cache"), crop, workers, part, overwrite)
+    build_cache(data, cache, crop, workers, part, overwrite)
 
 
 @app.command()
 @report_errors
+@engine_flags(epochs=20, lr=1e-4, batch_size=32, scheduler=Scheduler.none, workers=2)
 def train(
-    cache: Annotated[Path, typer.Option("--cache", help="Cache written by `lympho tile`.")] = Path("cache"),
-    out: OutOpt = None,
-    model: Annotated[str, typer.Option("--model", help="mean, attention, clinical, sum-of-losses or moe.")] = "mean",
-    clinical_features: Annotated[str, typer.Option("--clinical-features", help="From age,count,birth_month,birth_year.")] = "age,count",
-    epochs: EpochsOpt = 20,
-    lr: LrOpt = 1e-4,
-    loss: Annotated[str, typer.Option("--loss", help="bce or dice (the report's soft Dice).")] = "bce",
-    class_weight: Annotated[bool, typer.Option("--class-weight", help="Weight BCE for the label imbalance.")] = False,
-    scheduler: Annotated[str, typer.Option("--scheduler", help="none, step (×0.1 every 10 epochs) or cosine.")] = "none",
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of patients for validation.")] = 0.5,
-    n_folds: Annotated[Optional[int], typer.Option("--n-folds", help="Stratified k-fold instead.")] = None,
-    fold: Annotated[int, typer.Option("--fold", help="Validation fold with --n-folds.")] = 0,
-    max_batch_images: Annotated[int, typer.Option("--max-batch-images", help="Images per batch (patients packed).")] = 256,
-    max_images: Annotated[Optional[int], typer.Option("--max-images", min=1, help="Subsample bigger bags (logged).")] = None,
-    pretrained: PretrainedOpt = True,
-    weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
-    seed: SeedOpt = 0,
-    amp: AmpOpt = True,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    accumulate: AccumulateOpt = 1,
-    resume: ResumeOpt = False,
-    tensorboard: TensorboardOpt = False,
+    cache: CacheOpt = Path("cache"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>-<time>-<id>).")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of patients for validation.",
+                                                rich_help_panel=DATA)] = 0.5,
+    n_folds: Annotated[Optional[int], typer.Option("--n-folds", help="Stratified k-fold instead.",
+                                                   rich_help_panel=DATA)] = None,
+    fold: Annotated[int, typer.Option("--fold", help="Validation fold with --n-folds.", rich_help_panel=DATA)] = 0,
+    max_batch_images: Annotated[int, typer.Option(
+        "--max-batch-images", min=1, rich_help_panel=DATA,
+        help="Image budget of a batch (patients packed up to it and to --batch-size patients).")] = 256,
+    max_images: Annotated[Optional[int], typer.Option("--max-images", min=1, rich_help_panel=DATA,
+                                                      help="Training cap: subsample bigger bags each epoch.")] = None,
+    model: Annotated[ModelName, typer.Option("--model", help="Patient model.", rich_help_panel=MODEL)] = ModelName.mean,
+    clinical_features: Annotated[str, typer.Option("--clinical-features", rich_help_panel=MODEL,
+                                                   help="From age,count,birth_month,birth_year.")] = "age,count",
+    loss: Annotated[Loss, typer.Option("--loss", help="bce or dice (the report's soft Dice).",
+                                       rich_help_panel=MODEL)] = Loss.bce,
+    class_weight: Annotated[bool, typer.Option("--class-weight", help="Weight BCE for the label imbalance.",
+                                               rich_help_panel=MODEL)] = False,
+    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", rich_help_panel=MODEL,
+                                             help="ImageNet ResNet18 from the torch hub cache (no download).")] = True,
+    weights: Annotated[Optional[Path], typer.Option("--weights", rich_help_panel=MODEL,
+                                                    help="ResNet18 weights file (instead of the hub cache).")] = None,
+    *,
+    engine: EngineFlags,
 ) -> None:
     """Train a patient-level model; best.pt by validation balanced accuracy (writes ./runs/<model>-<time>).
 
+    --batch-size is the most patients (bags) per batch; --max-batch-images their image budget.
+
     Example: medchallenge lympho train --model mean --epochs 20 --lr 1e-4
     """
-    from medchallenge.core.engine import TrainConfig
+    from medchallenge.core.runs import default_run_dir
     from medchallenge.lympho.train import LymphoOptions, LymphoTrainer
 
-    out = out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(out=out, epochs=epochs, batch_size=1, lr=lr, scheduler=scheduler, step_size=10, gamma=0.1,
-                         device=device, workers=workers, seed=seed, amp=amp, channels_last=channels_last,
-                         compile=compile, accumulate=accumulate, resume=resume, tensorboard=tensorboard)
-    options = LymphoOptions(cache=cache, model=model, pretrained=pretrained, weights=weights,
+    out = out or default_run_dir(model.value, fold if n_folds else None)
+    # --scheduler step keeps lympho's schedule: ×0.1 every 10 epochs
+    config = engine.config(out, step_size=10, gamma=0.1)
+    options = LymphoOptions(cache=cache, model=model.value, pretrained=pretrained, weights=weights,
                             clinical_features=[f.strip() for f in clinical_features.split(",") if f.strip()],
-                            loss=loss, class_weight=class_weight, val_fraction=val_fraction, n_folds=n_folds,
+                            loss=loss.value, class_weight=class_weight, val_fraction=val_fraction, n_folds=n_folds,
                             fold=fold, max_batch_images=max_batch_images, max_images=max_images)
     result = LymphoTrainer(config, options).fit()
     typer.echo(f"best validation balanced accuracy {result['best']['balanced_accuracy']}: {out / 'best.pt'}", err=True)
@@ -128,47 +138,72 @@ def train(
 def predict(
     checkpoint: CheckpointOpt,
     data: DataOpt = Path("."),
-    out: Annotated[Path, typer.Option("--out", help="Submission CSV.")] = Path("submission.csv"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for submission.csv (parts: submission.part-K-of-N.csv).")]
+    = Path("predictions"),
     scores: Annotated[bool, typer.Option("--scores", help="Add a Score column (probability of malignant).")] = False,
+    part: PartOpt = None,
+    overwrite: OverwriteOpt = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per forward pass.")] = 8,
     device: DeviceOpt = "auto",
 ) -> None:
-    """Write Id,Predicted (0/1) for every test patient, in the CSV's order.
+    """Write Id,Predicted (0/1) for every test patient, in the CSV's order, to --out/submission.csv.
 
-    Example: medchallenge lympho predict --checkpoint runs/mean-*/best.pt --out submission.csv
+    With --part K/N each job writes submission.part-K-of-N.csv; the job that completes the set merges
+    them into submission.csv.
+
+    Example: medchallenge lympho predict --checkpoint runs/latest --out predictions
     """
+    from medchallenge.core.errors import OptionError
     from medchallenge.lympho.predict import predict_submission
 
-    predict_submission(checkpoint, data, out, device, with_scores=scores)
+    if out.suffix.lower() == ".csv":  # the old --out FILE: a folder named x.csv would surprise
+        raise OptionError(f"--out {out}: --out is now a folder (it gets submission.csv); e.g. --out {out.parent}")
+    predict_submission(checkpoint, data, out, device, with_scores=scores, part=part, overwrite=overwrite,
+                       batch_size=batch_size)
 
 
 @app.command()
 @report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV in the clinical_annotation format with labels 0/1.")],
-    predictions: Annotated[Path, typer.Option("--predictions", help="Submission (Id,Predicted[,Score]).")] = Path("submission.csv"),
+    predictions: Annotated[Path, typer.Option(
+        "--predictions", help="predict's folder (its submission.csv) or a submission CSV (Id,Predicted[,Score]).")]
+    = Path("predictions"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv (per patient) and plots.")]
+    = Path("evaluation"),
+    plots: Annotated[bool, typer.Option("--plots", help="Also draw the confusion matrix (confusion_matrix.png).")]
+    = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Balanced accuracy, per-class recall, confusion matrix, ROC AUC when scores are given.
 
-    Example: medchallenge lympho evaluate --predictions submission.csv --truth answers/test_labels.csv --json
+    Example: medchallenge lympho evaluate --predictions predictions --truth answers/test_labels.csv --json
     """
-    from medchallenge.core.console import out_console
-    from medchallenge.core.io import write_json
-    from medchallenge.lympho.metrics import evaluate_submission
+    from medchallenge.core.jsonio import dumps_json
+    from medchallenge.core.report import write_report
+    from medchallenge.lympho.metrics import evaluation_report
+    from medchallenge.lympho.predict import submission_file
 
-    result = evaluate_submission(predictions, truth)
-    write_json(predictions.parent / "evaluation" / "metrics.json", result)
+    report = evaluation_report(submission_file(predictions), truth, plots)
+    write_report(report, out)
     if as_json:
-        typer.echo(dumps_json(result))
+        typer.echo(dumps_json(report.to_json()))
         return
+    _print_table(report.to_json(), f"Lymphocytosis: {predictions} vs {truth}")
+
+
+def _print_table(result: dict, title: str) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Lymphocytosis: {predictions} vs {truth}")
+    from medchallenge.core.console import out_console
+
+    table = Table(title=title)
     for key in ("balanced_accuracy", "accuracy", "recall_reactive", "recall_malignant", "roc_auc", "n"):
         if key in result:
             value = result[key]
-            shown = ("undefined" if value != value else f"{value:.4f}") if isinstance(value, float) else str(value)
-            table.add_row(key, shown)  # NaN (a recall of a class absent from the truth) is undefined
+            # None: undefined (a recall of a class absent from the truth, strict JSON's null)
+            shown = "undefined" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+            table.add_row(key, shown)
     out_console.print(table)
     cm = result["confusion_matrix"]
     out_console.print(f"confusion matrix (rows truth reactive/malignant, columns prediction): {cm}")

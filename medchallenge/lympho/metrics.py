@@ -78,6 +78,13 @@ def _match_truth(sub: pd.DataFrame, ref: pd.DataFrame, predictions: Path, truth:
     return known.to_numpy(dtype=int)
 
 
+def _scored(predictions: str | Path, truth: str | Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """The checked submission and the truth label of each of its rows."""
+    predictions, truth = Path(predictions), Path(truth)
+    sub = read_submission(predictions)
+    return sub, _match_truth(sub, read_annotations(truth), predictions, truth)
+
+
 def evaluate_submission(predictions: str | Path, truth: str | Path) -> dict[str, Any]:
     """Score ``Id,Predicted[,Score]`` against a CSV of the clinical_annotation format.
 
@@ -86,10 +93,7 @@ def evaluate_submission(predictions: str | Path, truth: str | Path) -> dict[str,
     is scikit-learn's: with a single class in the truth it is that class's recall; the recall of an
     absent class and the ROC AUC of a single-class truth are undefined (NaN, ``null`` in JSON).
     """
-    predictions, truth = Path(predictions), Path(truth)
-    sub = read_submission(predictions)
-    ref = read_annotations(truth)
-    t = _match_truth(sub, ref, predictions, truth)
+    sub, t = _scored(predictions, truth)
     p = sub["Predicted"].to_numpy(dtype=int)
     cm = confusion_matrix(t, p, 2)
     result: dict[str, Any] = {
@@ -106,3 +110,32 @@ def evaluate_submission(predictions: str | Path, truth: str | Path) -> dict[str,
         # sklearn raises on a single-class truth: the AUC is undefined there, not 0.5
         result["roc_auc"] = float(roc_auc_score(t, sub["Score"].to_numpy())) if len(set(t)) == 2 else float("nan")
     return result
+
+
+def patient_table(predictions: str | Path, truth: str | Path) -> pd.DataFrame:
+    """One row per scored patient: Id, truth, predicted, correct (and score when submitted)."""
+    sub, t = _scored(predictions, truth)
+    cases = pd.DataFrame({"Id": sub["Id"], "truth": t, "predicted": sub["Predicted"].to_numpy(dtype=int)})
+    cases["correct"] = (cases["truth"] == cases["predicted"]).astype(int)
+    if "Score" in sub.columns:
+        cases["score"] = sub["Score"].to_numpy()
+    return cases
+
+
+def evaluation_report(predictions: str | Path, truth: str | Path, plots: bool = False) -> Any:
+    """The shared :class:`~medchallenge.core.report.EvaluationReport`: balanced accuracy, per-patient
+    cases, and (``plots``) the confusion matrix as a PNG."""
+    from medchallenge.core.report import EvaluationReport
+
+    result = evaluate_submission(predictions, truth)
+    summary = {k: v for k, v in result.items() if k != "n"}
+    draw = None
+    if plots:
+        from medchallenge.core.plots import plot_confusion_matrix
+
+        def draw(folder: Path) -> None:
+            plot_confusion_matrix(np.asarray(result["confusion_matrix"]), ["reactive", "malignant"],
+                                  folder / "confusion_matrix.png", title="lymphocytosis (per patient)")
+
+    return EvaluationReport("lympho", "balanced accuracy", result["balanced_accuracy"], result["n"], summary,
+                            cases=patient_table(predictions, truth), plots=draw)

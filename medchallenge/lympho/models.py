@@ -26,8 +26,10 @@ from torch import nn
 
 from medchallenge.core.backbones import create_classifier
 from medchallenge.core.errors import OptionError
+from medchallenge.core.registry import Registry
 
-MODELS = ("mean", "attention", "clinical", "sum-of-losses", "moe")
+KINDS = ("mean", "attention", "clinical", "sum-of-losses", "moe")
+MODELS = Registry("lympho")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -94,13 +96,13 @@ def _logit(p: torch.Tensor) -> torch.Tensor:
 
 
 class LymphoModel(nn.Module):
-    """One of :data:`MODELS` (see the module docstring)."""
+    """One of :data:`KINDS` (see the module docstring)."""
 
     def __init__(self, model: str = "mean", n_clinical: int = 2, arch: str = "resnet18", pretrained: bool = False,
                  weights: str | Path | None = None, chunk: int = 64) -> None:
         super().__init__()
-        if model not in MODELS:
-            raise OptionError(f"--model {model}: expected one of {', '.join(MODELS)}")
+        if model not in KINDS:
+            raise OptionError(f"--model {model}: expected one of {', '.join(KINDS)}")
         self.kind = model
         self.encoder = ImageEncoder(arch, pretrained, weights, chunk) if model != "clinical" else None
         dim = self.encoder.dim if self.encoder is not None else 0
@@ -138,6 +140,29 @@ class LymphoModel(nn.Module):
         return out
 
 
-def build_model(spec: dict[str, Any]) -> LymphoModel:
-    """Rebuild from a checkpoint's ``model`` entry (never loads pretrained weights)."""
-    return LymphoModel(**{**spec["kwargs"], "pretrained": False, "weights": None})
+def _register(kind: str) -> None:
+    """Register ``kind``: the spec's name is the kind, its kwargs size the model.
+
+    Built without pretrained weights: the trainer loads them in ``prepare_model`` and a checkpoint
+    carries its own, so predict never needs the ImageNet file. A ``model`` kwarg (checkpoints
+    written before the registry) is the name again and is dropped.
+    """
+
+    @MODELS.register(kind)
+    def build(n_clinical: int = 2, arch: str = "resnet18", chunk: int = 64, **old: Any) -> LymphoModel:
+        old.pop("model", None)
+        if old:
+            raise TypeError(f"unexpected spec arguments {sorted(old)}")
+        return LymphoModel(kind, n_clinical, arch, pretrained=False, weights=None, chunk=chunk)
+
+
+for _kind in KINDS:
+    _register(_kind)
+
+
+def load_pretrained_encoder(model: LymphoModel, arch: str, weights: str | Path | None) -> None:
+    """ImageNet weights (hub cache or ``weights``) into the image encoder; a clinical model has none."""
+    if model.encoder is None:
+        return
+    source = create_classifier(arch, num_classes=0, pretrained=True, weights=weights)
+    model.encoder.cnn.load_state_dict(source.state_dict())

@@ -1,7 +1,8 @@
 """Training the lymphocytosis models on the patient cache with the shared engine.
 
-Patients are packed into batches of at most ``--max-batch-images`` images (a larger bag travels
-alone), so the CNN sees flat batches regardless of owner and memory stays bounded. The split is
+Patients are packed into batches of at most ``--max-batch-images`` images and at most
+``--batch-size`` patients (a larger bag travels alone), so the CNN sees flat batches regardless of
+owner and memory stays bounded. The split is
 stratified by label and seeded (50/50 as in the report, ``--val-fraction``, or k-fold); the best
 checkpoint maximises validation balanced accuracy.
 """
@@ -25,7 +26,7 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.metrics import balanced_accuracy
 from medchallenge.core.splits import kfold_split, stratified_split
 from medchallenge.lympho.cache import open_cache
-from medchallenge.lympho.models import LymphoModel
+from medchallenge.lympho.models import MODELS, load_pretrained_encoder
 
 CLINICAL_FEATURES = ("age", "count", "birth_month", "birth_year")
 
@@ -87,15 +88,18 @@ def collate_bags(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
 
 
 class BagBatchSampler(Sampler):
-    """Batches of patient indices with at most ``max_images`` images each (a bigger bag alone).
+    """Batches of patient indices with at most ``max_images`` images and ``max_bags`` patients each.
 
-    Shuffled per epoch from (seed, epoch) when ``shuffle``; under DDP each rank takes every
-    world_size-th batch.
+    A bag bigger than the image budget travels alone. ``max_bags`` (``--batch-size``) bounds the
+    patients per batch: the balanced-accuracy gradient of a batch is per patient, and small bags
+    would otherwise pack dozens of patients into one step. Shuffled per epoch from (seed, epoch)
+    when ``shuffle``; under DDP each rank takes every world_size-th batch.
     """
 
     def __init__(self, sizes: list[int], max_images: int, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, max_bags: int | None = None) -> None:
         self.sizes, self.max_images, self.shuffle, self.seed = sizes, max_images, shuffle, seed
+        self.max_bags = max_bags
         self.rank, self.world_size, self.epoch = rank, world_size, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -107,7 +111,8 @@ class BagBatchSampler(Sampler):
             order = torch.randperm(len(order), generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
         batches, current, total = [], [], 0
         for i in order:
-            if current and total + self.sizes[i] > self.max_images:
+            full = self.max_bags is not None and len(current) >= self.max_bags
+            if current and (full or total + self.sizes[i] > self.max_images):
                 batches.append(current)
                 current, total = [], 0
             current.append(i)
@@ -148,6 +153,7 @@ class LymphoTrainer(Trainer):
 
     challenge = "lympho"
     monitor = "balanced_accuracy"
+    registry = MODELS
 
     def __init__(self, config: TrainConfig, options: LymphoOptions) -> None:
         super().__init__(config, options)
@@ -186,7 +192,8 @@ class LymphoTrainer(Trainer):
                              max_images=self.options.max_images if train else None)
         sampler = BagBatchSampler(bag_sizes(index, dataset.max_images), self.options.max_batch_images, shuffle=train,
                                   seed=self.config.seed, rank=self.dist.rank if train else 0,
-                                  world_size=self.dist.world_size if train else 1)
+                                  world_size=self.dist.world_size if train else 1, max_bags=self.config.batch_size)
+        # only the training sampler is reseeded per epoch: loaders.eval keeps validation's out of that list
         if train:
             return self.loaders.train(dataset, 1, batch_sampler=sampler, collate_fn=collate_bags)
         return self.loaders.eval(dataset, 1, batch_sampler=sampler, collate_fn=collate_bags)
@@ -194,14 +201,13 @@ class LymphoTrainer(Trainer):
     def train_loader(self) -> DataLoader:
         return self._loader(self.train_index, train=True)
 
-    def build_model(self) -> nn.Module:
-        o = self.options
-        return LymphoModel(o.model, len(o.clinical_features), o.arch, o.pretrained, o.weights, o.chunk)
-
     def model_spec(self) -> dict[str, Any]:
         o = self.options
-        return {"name": o.model, "kwargs": {"model": o.model, "n_clinical": len(o.clinical_features), "arch": o.arch,
-                                            "chunk": o.chunk}}
+        return {"name": o.model, "kwargs": {"n_clinical": len(o.clinical_features), "arch": o.arch, "chunk": o.chunk}}
+
+    def prepare_model(self, model: nn.Module) -> None:
+        if self.options.pretrained or self.options.weights is not None:
+            load_pretrained_encoder(model, self.options.arch, self.options.weights)  # type: ignore[arg-type]
 
     def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"clinical_features": self.options.clinical_features,

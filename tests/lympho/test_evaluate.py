@@ -93,12 +93,12 @@ def test_single_class_truth_like_sklearn(tmp_path: Path, pred: list[int], expect
 
 
 def test_cli_json_strict_and_quiet(tmp_path: Path) -> None:
-    """--json and metrics.json: undefined values are null; nothing on stderr."""
+    """--json and metrics.json (in --out): undefined values are null; nothing on stderr."""
     truth = write_truth(tmp_path / "truth.csv", {"P1": 1, "P2": 1, "P3": 1})
     sub = write_sub(tmp_path / "sub.csv", [("P1", 1, 0.9), ("P2", 0, 0.2), ("P3", 1, 0.7)],
                     header="Id,Predicted,Score")
     result = CliRunner().invoke(app, ["lympho", "evaluate", "--predictions", str(sub), "--truth", str(truth),
-                                      "--json"])
+                                      "--json", "--out", str(tmp_path / "evaluation")])
     assert result.exit_code == 0, result.output
     printed = strict_loads(result.stdout)
     saved = strict_loads((tmp_path / "evaluation" / "metrics.json").read_text())
@@ -107,7 +107,8 @@ def test_cli_json_strict_and_quiet(tmp_path: Path) -> None:
         assert metrics["balanced_accuracy"] == pytest.approx(2 / 3) and metrics["n"] == 3
         assert metrics["confusion_matrix"] == [[0, 0], [1, 2]]
     assert result.stderr == ""
-    table = CliRunner().invoke(app, ["lympho", "evaluate", "--predictions", str(sub), "--truth", str(truth)])
+    table = CliRunner().invoke(app, ["lympho", "evaluate", "--predictions", str(sub), "--truth", str(truth),
+                                     "--out", str(tmp_path / "evaluation")])
     assert table.exit_code == 0 and "undefined" in table.stdout
 
 
@@ -141,7 +142,9 @@ BAD_SUBMISSIONS = [
 
 
 @pytest.mark.parametrize(("content", "message"), BAD_SUBMISSIONS)
-def test_bad_submission_is_one_line_naming_file_and_row(tmp_path: Path, content: str, message: str) -> None:
+def test_bad_submission_is_one_line_naming_file_and_row(tmp_path: Path, content: str, message: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default --out is ./evaluation
     truth = write_truth(tmp_path / "truth.csv", TRUTH)
     sub = tmp_path / "sub.csv"
     sub.write_text(content)
@@ -175,14 +178,14 @@ def test_clinical_ids_are_plain_names(tmp_path: Path, bad_id: str) -> None:
     csv = write_truth(data / "clinical_annotation.csv", {"P1": 1, bad_id: 0})
     with pytest.raises(DataError, match="row 3: ID"):
         read_annotations(csv)
-    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(data), "--out", str(tmp_path / "cache")])
+    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(data), "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 2 and "clinical_annotation.csv: row 3: ID" in result.output, result.output
     assert not (tmp_path / "cache").exists()
 
 
 def test_cache_index_ids_are_plain_names(tmp_path: Path) -> None:
     """index.csv's IDs become images/<ID>.npy when training reads the cache."""
-    (tmp_path / "meta.json").write_text('{"crop": 16}')
+    (tmp_path / "meta.json").write_text('{"kind": "lympho-crops", "format": 1, "version": "0", "settings": {"crop": 16}}')
     (tmp_path / "index.csv").write_text("ID,LABEL,n_images\nP1,1,3\n../../x,0,3\n")
     with pytest.raises(DataError, match=r"index.csv: row 3: ID '../../x'"):
         open_cache(tmp_path)

@@ -66,8 +66,8 @@ def _ok(args: list[str]) -> str:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("lympho")
-    _ok(["lympho", "sample", "--out", str(root), "--n-patients", "32", "--min-images", "6", "--max-images", "12"])
-    _ok(["lympho", "tile", "--data", str(root), "--out", str(root / "cache"), "--crop", "64"])
+    _ok(["lympho", "sample", "--out", str(root), "--n-patients", "32", "--min-bag", "6", "--max-bag", "12"])
+    _ok(["lympho", "tile", "--data", str(root), "--cache", str(root / "cache"), "--crop", "64"])
     return root
 
 
@@ -78,14 +78,16 @@ def test_end_to_end(dataset: Path, model: str) -> None:
     _ok(["lympho", "train", "--cache", str(dataset / "cache"), "--out", str(run), "--model", model,
          "--no-pretrained", "--epochs", "4", "--lr", "1e-3", "--val-fraction", "0.4", "--device", "cpu",
          "--workers", "0", "--max-batch-images", "64"])
-    sub = dataset / f"sub-{model}.csv"
-    _ok(["lympho", "predict", "--checkpoint", str(run / "best.pt"), "--data", str(dataset), "--out", str(sub),
+    folder = dataset / f"predictions-{model}"
+    _ok(["lympho", "predict", "--checkpoint", str(run / "best.pt"), "--data", str(dataset), "--out", str(folder),
          "--scores", "--device", "cpu"])
+    sub = folder / "submission.csv"
     test_ids = read_annotations(dataset / "clinical_annotation.csv").query("LABEL == -1")["ID"].tolist()
     submission = pd.read_csv(sub, dtype={"Id": str})
     assert submission["Id"].tolist() == test_ids and submission["Predicted"].isin([0, 1]).all()
-    metrics = json.loads(_ok(["lympho", "evaluate", "--predictions", str(sub), "--truth",
-                              str(dataset / "answers" / "test_labels.csv"), "--json"]))
+    metrics = json.loads(_ok(["lympho", "evaluate", "--predictions", str(folder), "--truth",
+                              str(dataset / "answers" / "test_labels.csv"), "--json", "--out",
+                              str(dataset / f"evaluation-{model}")]))
     assert metrics["n"] == len(test_ids)
     assert metrics["balanced_accuracy"] > 0.7, metrics
 
@@ -96,20 +98,20 @@ def test_bad_input(dataset: Path, tmp_path: Path) -> None:
     (bad / "trainset").mkdir(parents=True)
     (bad / "clinical_annotation.csv").write_text("\n".join([csv[0], csv[1].replace("-", "/").rsplit(",", 2)[0]
                                                            + ",1943.01.02,5.0"]) + "\n")
-    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "row 2" in result.output and "date of birth" in result.output
     (bad / "clinical_annotation.csv").write_text("\n".join(csv[:2] + [csv[1]]) + "\n")
-    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "duplicate ID" in result.output
     (bad / "clinical_annotation.csv").write_text("\n".join(csv[:2]) + "\n")
-    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "no image folder for patient" in result.output
     patient = csv[1].split(",")[1]
     label = int(csv[1].split(",")[2])
     folder = bad / ("testset" if label == -1 else "trainset") / patient
     folder.mkdir(parents=True)
     (folder / "000000.jpg").write_bytes(b"not a jpeg")
-    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["lympho", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "000000.jpg: unreadable image" in result.output
     sub = tmp_path / "sub.csv"
     sub.write_text("Id,Predicted\nP1,1\nP1,0\n")

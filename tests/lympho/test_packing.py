@@ -26,12 +26,13 @@ def cache(tmp_path: Path) -> Path:
         np.save(root / "images" / f"P{k}.npy", rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8))
         rows.append(f"P{k},{k % 2},{n},{50 + k},{5 + k},M,{1970 - k},{1 + k % 12}")
     (root / "index.csv").write_text("\n".join(rows) + "\n")
-    (root / "meta.json").write_text(json.dumps({"crop": 16}))
+    (root / "meta.json").write_text(json.dumps({"kind": "lympho-crops", "format": 1, "version": "0",
+                                                "settings": {"crop": 16}}))
     return root
 
 
-def _trainer(cache: Path, tmp_path: Path, max_images: int | None, budget: int) -> LymphoTrainer:
-    config = TrainConfig(out=tmp_path / "run", batch_size=1, device="cpu", workers=0, seed=3)
+def _trainer(cache: Path, tmp_path: Path, max_images: int | None, budget: int, patients: int = 32) -> LymphoTrainer:
+    config = TrainConfig(out=tmp_path / "run", batch_size=patients, device="cpu", workers=0, seed=3)
     options = LymphoOptions(cache=cache, pretrained=False, val_fraction=0.25, max_batch_images=budget,
                             max_images=max_images)
     return LymphoTrainer(config, options)
@@ -75,3 +76,20 @@ def test_no_cap_packs_by_full_size_and_validation_is_uncapped(cache: Path, tmp_p
 def torch_bincount(bags) -> list[int]:  # type: ignore[no-untyped-def]
     """Images per bag in a collated batch."""
     return bags.bincount().tolist()
+
+
+@pytest.mark.parametrize("patients", [1, 2, 3])
+def test_batch_size_caps_the_patients_per_batch(cache: Path, tmp_path: Path, patients: int) -> None:
+    """--batch-size bounds the patients of a batch below the image budget (here never reached)."""
+    trainer = _trainer(cache, tmp_path, max_images=4, budget=1000, patients=patients)
+    n_train = len(trainer.train_index)
+    batches = list(trainer.train_loader().batch_sampler)
+    assert sorted(i for b in batches for i in b) == list(range(n_train))
+    assert [len(b) for b in batches] == [patients] * (n_train // patients) + [n_train % patients] * (n_train % patients > 0)
+    val = list(trainer._loader(trainer.val_index, train=False).batch_sampler)
+    assert max(len(b) for b in val) <= patients
+
+
+def test_image_budget_still_binds_with_a_large_batch_size(cache: Path, tmp_path: Path) -> None:
+    trainer = _trainer(cache, tmp_path, max_images=4, budget=8, patients=100)
+    assert max(len(b) for b in trainer.train_loader().batch_sampler) == 2

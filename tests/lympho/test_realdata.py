@@ -55,11 +55,12 @@ def test_reader_on_real_patients(subset: Path) -> None:
 def test_tile_real_patients(subset: Path, tmp_path: Path) -> None:
     before = sorted(p.relative_to(subset) for p in subset.rglob("*"))
     cache = tmp_path / "cache"
-    args = ["lympho", "tile", "--data", str(subset), "--out", str(cache), "--crop", "112"]
+    args = ["lympho", "tile", "--data", str(subset), "--cache", str(cache), "--crop", "112"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     index = pd.read_csv(cache / "index.csv", dtype={"ID": str}).set_index("ID")
-    assert json.loads((cache / "meta.json").read_text())["crop"] == 112
+    meta = json.loads((cache / "meta.json").read_text())
+    assert meta["kind"] == "lympho-crops" and meta["settings"]["crop"] == 112
     for pid, (label, split, _, n_images) in EXPECTED.items():
         assert (index.loc[pid, "LABEL"], index.loc[pid, "n_images"]) == (label, n_images)
         stack = np.load(cache / "images" / f"{pid}.npy")
@@ -82,7 +83,8 @@ def test_evaluate_against_real_truth(subset: Path, tmp_path: Path) -> None:
     result = evaluate_submission(sub, truth)
     assert result["balanced_accuracy"] == pytest.approx(0.5) and result["confusion_matrix"] == [[0, 1], [0, 1]]
     sub.write_text("Id,Predicted\nP10,0\nP62,1\nP73,1\n")
-    out = CliRunner().invoke(app, ["lympho", "evaluate", "--predictions", str(sub), "--truth", str(truth)])
+    out = CliRunner().invoke(app, ["lympho", "evaluate", "--predictions", str(sub), "--truth", str(truth),
+                                   "--out", str(tmp_path / "evaluation")])
     assert out.exit_code == 2 and "row 4: Id P73 has no label 0/1" in out.output
 
 
