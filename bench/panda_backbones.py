@@ -50,7 +50,7 @@ def run_one(args: argparse.Namespace, tiles: Path, arch: str, pretrained: bool) 
     config = TrainConfig(out=out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, warmup_epochs=1.0,
                          device=args.device, workers=args.workers, seed=args.seed, amp=True,
                          channels_last=args.device != "cpu")
-    options = PandaOptions(tiles=tiles, arch=arch, encoding="ordinal", layout="mosaic", pretrained=pretrained,
+    options = PandaOptions(cache=tiles, arch=arch, encoding="ordinal", layout="mosaic", pretrained=pretrained,
                            weights=weights, val_fraction=args.val_fraction)
     start = time.perf_counter()
     PandaTrainer(config, options).fit()

@@ -23,8 +23,8 @@ import torch
 from medchallenge.core.device import amp_dtype, autocast, resolve_device
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.models import PandaClassifier
-from medchallenge.panda.segment import PandaUNet
 from medchallenge.panda.segtrain import segmentation_loss
+from medchallenge.panda.unet import PandaUNet
 
 
 def measure(args: argparse.Namespace, channels_last: bool, amp: bool, grad_checkpoint: bool) -> dict:

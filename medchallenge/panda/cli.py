@@ -1,34 +1,22 @@
 """``medchallenge panda``: sample, tile, train, predict, evaluate for PANDA ISUP grading."""
 
-from __future__ import annotations
-
+import enum
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
-    AccumulateOpt,
-    AmpOpt,
     BatchSizeOpt,
-    ChannelsLastOpt,
-    CheckpointOpt,
-    CompileOpt,
-    DataOpt,
     DeviceOpt,
-    EpochsOpt,
     JsonOpt,
-    LrOpt,
-    OutOpt,
     OverwriteOpt,
     PartOpt,
     PretrainedOpt,
-    ResumeOpt,
     SeedOpt,
-    TensorboardOpt,
-    TilesOpt,
     WeightsOpt,
     WorkersOpt,
     challenge_app,
@@ -36,8 +24,72 @@ from medchallenge.core.options import (
 )
 
 app = challenge_app("PANDA prostate ISUP grading from whole-slide images (metric: quadratic weighted kappa).")
+DATA, MODEL = "Data", "Model"
 
-SkipMissingOpt = Annotated[bool, typer.Option("--skip-missing", help="Warn about slides missing on disk instead of failing.")]
+
+class Model(str, enum.Enum):
+    """``unet`` (tile segmentation) or a classifier backbone (ISUP grade)."""
+
+    unet = "unet"
+    efficientnet_b0 = "efficientnet-b0"
+    efficientnet_b1 = "efficientnet-b1"
+    efficientnet_b2 = "efficientnet-b2"
+    efficientnet_b3 = "efficientnet-b3"
+    efficientnet_b4 = "efficientnet-b4"
+    efficientnet_b5 = "efficientnet-b5"
+    efficientnet_b6 = "efficientnet-b6"
+    efficientnet_b7 = "efficientnet-b7"
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+    resnext50_32x4d = "resnext50_32x4d"
+    alexnet = "alexnet"
+    vgg16 = "vgg16"
+
+
+class Split(str, enum.Enum):
+    train = "train"
+    test = "test"
+
+
+class Encoding(str, enum.Enum):
+    ordinal = "ordinal"
+    cls = "class"
+    onehot = "onehot"
+    tile_vote = "tile-vote"
+
+
+class Layout(str, enum.Enum):
+    mosaic = "mosaic"
+    strip = "strip"
+
+
+class Scheme(str, enum.Enum):
+    provider = "provider"
+    unified = "unified"
+
+
+class Provider(str, enum.Enum):
+    both = "both"
+    radboud = "radboud"
+    karolinska = "karolinska"
+
+
+class Loss(str, enum.Enum):
+    dice_ce = "dice-ce"
+    dice = "dice"
+    ce = "ce"
+
+
+class Batching(str, enum.Enum):
+    slide = "slide"
+    shuffle = "shuffle"
+
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Dataset folder (train.csv, test.csv, train_images/, ...).",
+                                       rich_help_panel=DATA)]
+SkipMissingOpt = Annotated[bool, typer.Option("--skip-missing", help="Warn about slides missing on disk instead of failing.",
+                                              rich_help_panel=DATA)]
 
 
 @app.command()
@@ -62,10 +114,14 @@ def sample(
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--out": "cache"})
 def tile(
     data: DataOpt = Path("."),
-    out: OutOpt = None,
-    split: Annotated[str, typer.Option("--split", help="train (train.csv, with masks) or test (test.csv).")] = "train",
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", rich_help_panel=DATA,
+        help="Tile cache to write (default DATA/tiles, DATA/tiles_test for --split test).")] = None,
+    split: Annotated[Split, typer.Option("--split", help="train (train.csv, with masks) or test (test.csv).",
+                                         rich_help_panel=DATA)] = Split.train,
     level: Annotated[str, typer.Option("--level", help="Pyramid level to cut tiles from (0 = full resolution), or auto: level 1 where every slide has it, else the nearest level all have.")] = "1",
     n_tiles: Annotated[int, typer.Option("--n-tiles", min=1, help="Tiles kept per slide.")] = 36,
     tile_size: Annotated[int, typer.Option("--tile-size", min=8, help="Tile width and height, px.")] = 256,
@@ -82,206 +138,224 @@ def tile(
     from medchallenge.core.errors import OptionError
     from medchallenge.panda.tiles import parse_level, tile_slides
 
-    if split not in ("train", "test"):
-        raise OptionError(f"--split {split}: expected train or test")
     if mode not in (0, 2):
         raise OptionError(f"--mode {mode}: expected 0 or 2")
-    if out is None:
-        out = data / ("tiles" if split == "train" else "tiles_test")
-    tile_slides(data, out, split=split, level=parse_level(level), n_tiles=n_tiles, tile_size=tile_size, mode=mode,
-                workers=workers, part=part, skip_missing=skip_missing, overwrite=overwrite)
+    if cache is None:
+        cache = data / ("tiles" if split is Split.train else "tiles_test")
+    tile_slides(data, cache, split=split.value, level=parse_level(level), n_tiles=n_tiles, tile_size=tile_size,
+                mode=mode, workers=workers, part=part, skip_missing=skip_missing, overwrite=overwrite)
 
 
 MaskModelOpt = Annotated[
     Optional[list[Path]],
-    typer.Option("--mask-model", help="U-Net checkpoint(s) making the mask channel (one per provider, or one unified)."),
+    typer.Option("--mask-model", help="U-Net checkpoint(s) making the mask channel (one per provider, or one unified).",
+                 rich_help_panel=MODEL),
 ]
+CacheOpt = Annotated[Path, typer.Option("--cache", help="Tile cache written by `panda tile`.", rich_help_panel=DATA)]
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--tiles": "cache", "--arch": "model", "--unet-depth": "depth", "--unet-width": "width",
+                     "--seg-loss": "loss"})
+@engine_flags(epochs=20, batch_size=2, lr=3e-4, warmup_epochs=1.0, workers=2)
 def train(
-    tiles: TilesOpt = Path("tiles"),
-    out: OutOpt = None,
-    model: Annotated[str, typer.Option("--model", help="classifier (ISUP grade) or unet (tile segmentation).")] = "classifier",
-    arch: Annotated[str, typer.Option("--arch", help="efficientnet-b0..b7, resnet18/34/50, resnext50_32x4d, alexnet, vgg16.")] = "efficientnet-b0",
-    label_encoding: Annotated[str, typer.Option("--label-encoding", help="ordinal, class, onehot or tile-vote.")] = "ordinal",
-    layout: Annotated[str, typer.Option("--layout", help="mosaic (6×6 grid) or strip (the report's 9216×256).")] = "mosaic",
-    masks: Annotated[Optional[str], typer.Option("--masks", help="Mask-guided classifier: 'truth' (the cache's mask tiles) or a mask folder from `panda predict` with a U-Net.")] = None,
+    cache: CacheOpt = Path("tiles"),
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>-<time>).")] = None,
+    model: Annotated[Model, typer.Option("--model", rich_help_panel=MODEL,
+                                         help="unet (tile segmentation, best by Dice) or a classifier backbone"
+                                              " (ISUP grade, best by QWK).")] = Model.efficientnet_b0,
+    label_encoding: Annotated[Encoding, typer.Option("--label-encoding", rich_help_panel=MODEL,
+                                                     help="Classifier output: ordinal, class, onehot or tile-vote.")] = Encoding.ordinal,
+    layout: Annotated[Layout, typer.Option("--layout", rich_help_panel=MODEL,
+                                           help="mosaic (6×6 grid) or strip (the report's 9216×256).")] = Layout.mosaic,
+    masks: Annotated[Optional[str], typer.Option("--masks", rich_help_panel=DATA, help="Mask-guided classifier: 'truth' (the cache's mask tiles) or a mask folder from `panda predict` with a U-Net.")] = None,
     mask_model: MaskModelOpt = None,
-    label_scheme: Annotated[Optional[str], typer.Option("--label-scheme", help="Mask labels: provider (Radboud 0–5, Karolinska 0–2) or unified (0 background, 1 benign, 2 cancer). U-Net default: unified.")] = None,
-    provider: Annotated[str, typer.Option("--provider", help="U-Net: slides of radboud, karolinska or both (both needs --label-scheme unified).")] = "both",
-    seg_loss: Annotated[str, typer.Option("--seg-loss", help="U-Net loss: dice (mean foreground Dice), dice-ce or ce (class-weighted).")] = "dice-ce",
-    batching: Annotated[str, typer.Option("--batching", help="U-Net: slide (a slide's tiles form a batch) or shuffle (tiles across slides).")] = "slide",
-    unet_depth: Annotated[int, typer.Option("--unet-depth", min=1, help="U-Net poolings (the report: 3).")] = 3,
-    unet_width: Annotated[int, typer.Option("--unet-width", min=1, help="U-Net channels at full resolution.")] = 32,
-    grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", help="Recompute block activations in backward (less GPU memory).")] = False,
-    epochs: EpochsOpt = 20,
-    batch_size: BatchSizeOpt = 2,
-    lr: LrOpt = 3e-4,
-    weight_decay: Annotated[float, typer.Option("--weight-decay", help="Adam weight decay.")] = 0.0,
-    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay.")] = 1.0,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of slides for validation.")] = 0.2,
-    n_folds: Annotated[Optional[int], typer.Option("--n-folds", help="Use fold --fold of a stratified k-fold split.")] = None,
-    fold: Annotated[int, typer.Option("--fold", help="Validation fold (0-based) with --n-folds.")] = 0,
+    label_scheme: Annotated[Optional[Scheme], typer.Option("--label-scheme", rich_help_panel=DATA, help="Mask labels: provider (Radboud 0–5, Karolinska 0–2) or unified (0 background, 1 benign, 2 cancer). U-Net default: unified.")] = None,
+    provider: Annotated[Provider, typer.Option("--provider", rich_help_panel=DATA, help="U-Net: slides of radboud, karolinska or both (both needs --label-scheme unified).")] = Provider.both,
+    loss: Annotated[Optional[Loss], typer.Option("--loss", rich_help_panel=MODEL, help="U-Net loss: dice (mean foreground Dice), dice-ce (default) or ce (class-weighted).")] = None,
+    batching: Annotated[Batching, typer.Option("--batching", rich_help_panel=DATA, help="U-Net: slide (a slide's tiles form a batch) or shuffle (tiles across slides).")] = Batching.slide,
+    depth: Annotated[int, typer.Option("--depth", min=1, rich_help_panel=MODEL, help="U-Net poolings (the report: 3).")] = 3,
+    width: Annotated[int, typer.Option("--width", min=1, rich_help_panel=MODEL, help="U-Net channels at full resolution.")] = 32,
+    grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", rich_help_panel=MODEL, help="Recompute block activations in backward (less GPU memory).")] = False,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=DATA, help="Share of slides for validation.")] = 0.2,
+    n_folds: Annotated[Optional[int], typer.Option("--n-folds", rich_help_panel=DATA, help="Use fold --fold of a stratified k-fold split.")] = None,
+    fold: Annotated[int, typer.Option("--fold", rich_help_panel=DATA, help="Validation fold (0-based) with --n-folds.")] = 0,
     pretrained: PretrainedOpt = True,
     weights: WeightsOpt = None,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
-    seed: SeedOpt = 0,
-    amp: AmpOpt = True,
-    channels_last: ChannelsLastOpt = False,
-    compile: CompileOpt = False,
-    accumulate: AccumulateOpt = 1,
-    resume: ResumeOpt = False,
-    tensorboard: TensorboardOpt = False,
+    *,
+    engine: EngineFlags,
 ) -> None:
     """Train the ISUP classifier (best.pt by validation QWK) or, with --model unet, the tile U-Net (by Dice).
 
     Batch size counts slides (tiles with --model unet --batching shuffle). Examples:
 
-      medchallenge panda train --arch efficientnet-b0 --epochs 20 --batch-size 2 --lr 3e-4
+      medchallenge panda train --model efficientnet-b0 --epochs 20 --batch-size 2 --lr 3e-4
 
       medchallenge panda train --model unet --label-scheme provider --provider radboud --lr 1e-3 --out runs/unet-r
 
       medchallenge panda train --masks truth --label-scheme provider --batch-size 4 --channels-last
     """
-    from medchallenge.core.engine import TrainConfig
-    from medchallenge.core.errors import OptionError
-
-    if model not in ("classifier", "unet"):
-        raise OptionError(f"--model {model}: expected classifier or unet")
-    if out is None:
-        out = Path("runs") / f"{arch if model == 'classifier' else 'unet'}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(
-        out=out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        device=device, workers=workers, seed=seed, amp=amp, channels_last=channels_last, compile=compile,
-        accumulate=accumulate, resume=resume, tensorboard=tensorboard,
-    )
-    if model == "unet":
-        from medchallenge.panda.segtrain import PandaSegTrainer, SegOptions
-
-        if masks or mask_model:
-            raise OptionError("--masks/--mask-model are for the mask-guided classifier, not --model unet")
-        seg = SegOptions(tiles=tiles, provider=provider, scheme=label_scheme or "unified", loss=seg_loss,
-                         batching=batching, depth=unet_depth, width=unet_width, val_fraction=val_fraction,
-                         n_folds=n_folds, fold=fold)
-        result = PandaSegTrainer(config, seg).fit()
-        typer.echo(f"best validation Dice {result['best']['dice']}: {out / 'best.pt'}", err=True)
+    out = out or Path("runs") / f"{model.value}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if model is Model.unet:
+        _train_unet(cache, out, engine, masks=masks, mask_model=mask_model, provider=provider.value,
+                    scheme=(label_scheme or Scheme.unified).value, loss=(loss or Loss.dice_ce).value,
+                    batching=batching.value, depth=depth, width=width, val_fraction=val_fraction, n_folds=n_folds,
+                    fold=fold)
         return
+    from medchallenge.core.errors import OptionError
     from medchallenge.panda.train import PandaOptions, PandaTrainer
 
-    if mask_model:
-        if masks:
-            raise OptionError("give --masks or --mask-model, not both")
-        from medchallenge.panda.segment import predict_masks
-
-        for unet in mask_model:  # predicted once into the run folder; reruns skip finished slides
-            predict_masks(unet, out / "masks", tiles=tiles, n_overlays=4, device=device)
-        masks = str(out / "masks")
-    options = PandaOptions(tiles=tiles, arch=arch, encoding=label_encoding, layout=layout, pretrained=pretrained,
-                           weights=weights, val_fraction=val_fraction, n_folds=n_folds, fold=fold, masks=masks,
-                           label_scheme=label_scheme, grad_checkpoint=grad_checkpoint)
-    result = PandaTrainer(config, options).fit()
+    if loss is not None:
+        raise OptionError("--loss is the U-Net's loss (--model unet); the classifier's loss follows --label-encoding")
+    masks = _mask_source(cache, out, masks, mask_model, engine.device)
+    options = PandaOptions(cache=cache, arch=model.value, encoding=label_encoding.value, layout=layout.value,
+                           pretrained=pretrained, weights=weights, val_fraction=val_fraction, n_folds=n_folds,
+                           fold=fold, masks=masks, label_scheme=label_scheme.value if label_scheme else None,
+                           grad_checkpoint=grad_checkpoint)
+    result = PandaTrainer(engine.config(out), options).fit()
     typer.echo(f"best validation QWK {result['best']['qwk']}: {out / 'best.pt'}", err=True)
+
+
+def _train_unet(cache: Path, out: Path, engine: EngineFlags, masks: Optional[str], mask_model: Optional[list[Path]],
+                **seg: object) -> None:
+    from medchallenge.core.errors import OptionError
+    from medchallenge.panda.segtrain import PandaSegTrainer, SegOptions
+
+    if masks or mask_model:
+        raise OptionError("--masks/--mask-model are for the mask-guided classifier, not --model unet")
+    result = PandaSegTrainer(engine.config(out), SegOptions(cache=cache, **seg)).fit()  # type: ignore[arg-type]
+    typer.echo(f"best validation Dice {result['best']['dice']}: {out / 'best.pt'}", err=True)
+
+
+def _mask_source(cache: Path, out: Path, masks: Optional[str], mask_model: Optional[list[Path]],
+                 device: str) -> Optional[str]:
+    """The classifier's mask channel source: --masks as given, or --mask-model predicted into the run folder."""
+    if not mask_model:
+        return masks
+    from medchallenge.core.errors import OptionError
+    from medchallenge.panda.segpredict import predict_masks
+
+    if masks:
+        raise OptionError("give --masks or --mask-model, not both")
+    for unet in mask_model:  # predicted once into the run folder; reruns skip finished slides
+        predict_masks(unet, out / "masks", tiles=cache, n_overlays=4, device=device)
+    return str(out / "masks")
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--tiles": "cache"})
 def predict(
-    checkpoint: CheckpointOpt,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A best.pt or last.pt (or run folder) written by `train`.")] = None,
     data: DataOpt = Path("."),
-    tiles: Annotated[Optional[Path], typer.Option("--tiles", help="Use a tile cache instead of tiling raw slides.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Submission CSV to write (default submission.csv); a folder for a U-Net (default pred_masks).")] = None,
+    cache: Annotated[Optional[Path], typer.Option("--cache", rich_help_panel=DATA, help="Use a tile cache instead of tiling raw slides.")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder: OUT/submission.csv for a classifier (OUT/submission.part-K-of-N.csv with --part), the mask folder for a U-Net.")] = Path("predictions"),
     mask_model: MaskModelOpt = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average mode-0 and mode-2 tilings.")] = False,
     n_overlays: Annotated[int, typer.Option("--n-overlays", min=0, help="U-Net: overlay PNGs to draw.")] = 4,
+    part: PartOpt = None,
+    overwrite: OverwriteOpt = False,
+    merge_parts: Annotated[bool, typer.Option("--merge-parts", help="Join OUT/submission.part-K-of-N.csv of all N parts into OUT/submission.csv (no --checkpoint).")] = False,
     batch_size: BatchSizeOpt = 2,
     device: DeviceOpt = "auto",
     workers: WorkersOpt = 0,
     skip_missing: SkipMissingOpt = False,
 ) -> None:
-    """Write submission.csv (image_id,isup_grade) for every test.csv slide — or, given a U-Net, mask tiles + overlays.
+    """Write OUT/submission.csv (image_id,isup_grade) for every test.csv slide — or, given a U-Net, mask tiles + overlays.
 
     Examples:
 
-      medchallenge panda predict --checkpoint runs/efficientnet-b0-*/best.pt --data . --out submission.csv --tta
+      medchallenge panda predict --checkpoint runs/efficientnet-b0-*/best.pt --data . --out predictions --tta
 
-      medchallenge panda predict --checkpoint runs/unet/best.pt --tiles tiles --out pred_masks
+      medchallenge panda predict --checkpoint runs/unet/best.pt --cache tiles --out pred_masks
 
       medchallenge panda predict --checkpoint runs/masked/best.pt --mask-model runs/unet/best.pt --data .
+
+      medchallenge panda predict --checkpoint best.pt --part 2/4   (then: panda predict --merge-parts)
     """
-    from medchallenge.core.checkpoint import load_checkpoint
     from medchallenge.core.errors import OptionError
 
-    if load_checkpoint(checkpoint, challenge="panda", models=["classifier", "unet"])["model"]["name"] == "unet":
-        from medchallenge.panda.segment import predict_masks
+    if merge_parts:
+        from medchallenge.panda.submission import merge_parts as merge
 
-        if out is not None and out.suffix == ".csv":
+        merge(out, overwrite=overwrite)
+        return
+    if checkpoint is None:
+        raise OptionError("--checkpoint is required (only --merge-parts runs without one)")
+    from medchallenge.core.checkpoint import load_checkpoint
+
+    if load_checkpoint(checkpoint, challenge="panda", models=["classifier", "unet"])["model"]["name"] == "unet":
+        from medchallenge.panda.segpredict import predict_masks
+
+        if out.suffix == ".csv":
             raise OptionError(f"--out {out}: a U-Net writes a folder of mask tiles, not a CSV")
         if tta or mask_model:
             raise OptionError("--tta and --mask-model are for classifier checkpoints")
-        predict_masks(checkpoint, out or Path("pred_masks"), tiles=tiles, data=None if tiles else data,
-                      n_overlays=n_overlays, device=device, batch_size=batch_size, workers=workers)
+        predict_masks(checkpoint, out, tiles=cache, data=None if cache else data, n_overlays=n_overlays,
+                      device=device, batch_size=batch_size, workers=workers, part=part, overwrite=overwrite)
         return
-    from medchallenge.panda.predict import predict_submission
+    from medchallenge.panda.submission import predict_submission
 
-    predict_submission(checkpoint, out or Path("submission.csv"), data=data, tiles=tiles, tta=tta, device=device,
-                       batch_size=batch_size, workers=workers, skip_missing=skip_missing, mask_models=mask_model)
+    if out.suffix == ".csv":
+        raise OptionError(f"--out {out}: --out is a folder (predict writes OUT/submission.csv), e.g. --out {out.parent}")
+    predict_submission(checkpoint, out, data=data, tiles=cache, tta=tta, device=device, batch_size=batch_size,
+                       workers=workers, skip_missing=skip_missing, mask_models=mask_model, part=part,
+                       overwrite=overwrite)
 
 
 @app.command()
 @report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV with image_id,isup_grade[,data_provider] (train.csv or an answer key); with --masks, the tile cache holding the true mask tiles.")],
-    predictions: Annotated[Path, typer.Option("--predictions", help="Submission CSV (image_id,isup_grade).")] = Path("submission.csv"),
+    predictions: Annotated[Path, typer.Option("--predictions", help="predict's folder (its submission.csv, or all its parts) or a submission CSV (image_id,isup_grade).")] = Path("predictions"),
     masks: Annotated[Optional[Path], typer.Option("--masks", help="Score a mask folder from `panda predict` with a U-Net instead.")] = None,
     subset: Annotated[bool, typer.Option("--subset", help="Score only the submitted ids when the submission covers part of the truth (e.g. a fold of train.csv); without it, a missing id is an error, as in the challenge.")] = False,
-    out: OutOpt = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Quadratic weighted kappa, accuracy, per-provider QWK and the confusion matrix (table, metrics.json, PNG).
+    """Quadratic weighted kappa, accuracy, per-provider QWK and the confusion matrix (table; metrics.json, cases.csv, PNG in --out).
 
     Every truth id needs a prediction (the challenge's rule) unless --subset. A kappa that is
     undefined (one grade on both sides) is reported as "undefined" (null in JSON), as the
     organisers' scikit-learn call returns NaN.
 
-    With --masks: per-class Dice, tumour Dice and pixel accuracy per provider.
+    With --masks: per-class Dice, tumour Dice and pixel accuracy per provider (cases.csv per slide).
 
     Examples:
 
-      medchallenge panda evaluate --predictions submission.csv --truth answers/test_labels.csv --json
+      medchallenge panda evaluate --predictions predictions --truth answers/test_labels.csv --json
 
       medchallenge panda evaluate --masks pred_masks --truth tiles
     """
-    from medchallenge.core.console import out_console
-    from medchallenge.core.io import write_json
-    from medchallenge.core.plots import plot_confusion_matrix
-    from medchallenge.panda.metrics import N_GRADES, evaluate_masks, evaluate_submission
+    from medchallenge.core.report import write_report
+    from medchallenge.panda.metrics import mask_report, submission_report
 
-    if masks is not None:
-        seg = evaluate_masks(masks, truth)
-        write_json((out or masks) / "metrics.json", seg)
-        if as_json:
-            typer.echo(dumps_json(seg))
-            return
-        _print_mask_scores(seg, masks, truth)
-        return
-    result = evaluate_submission(predictions, truth, subset=subset)
-    out = out or predictions.parent / "evaluation"
-    write_json(out / "metrics.json", result)
-    plot_confusion_matrix(result["confusion_matrix"], [str(g) for g in range(N_GRADES)], out / "confusion_matrix.png",
-                          title=f"ISUP grade (QWK {_score(result['qwk'], 3)})")
+    report = mask_report(masks, truth) if masks is not None else submission_report(predictions, truth, subset, out)
+    write_report(report, out)
     if as_json:
-        typer.echo(dumps_json(result))
+        typer.echo(dumps_json(report.to_json()))
         return
+    if masks is not None:
+        _print_mask_scores(report.summary, masks, truth)
+    else:
+        _print_submission(report.summary, report.n, predictions, truth)
+    from medchallenge.core.console import out_console
+
+    out_console.print(f"metrics.json, cases.csv{'' if masks else ' and confusion_matrix.png'} in {out}")
+
+
+def _print_submission(result: dict, n: int, predictions: Path, truth: Path) -> None:
     from rich.table import Table
 
-    scope = f" (--subset: {result['n']} of {result['n_reference']} truth ids scored)" if result["subset"] else ""
+    from medchallenge.core.console import out_console
+    from medchallenge.panda.metrics import N_GRADES
+
+    scope = f" (--subset: {n} of {result['n_reference']} truth ids scored)" if result["subset"] else ""
     table = Table(title=f"PANDA: {predictions} vs {truth}{scope}")
     for column in ("scope", "n", "QWK", "accuracy"):
         table.add_column(column, justify="right" if column != "scope" else "left")
-    table.add_row("all", str(result["n"]), _score(result["qwk"]), _score(result["accuracy"]))
+    table.add_row("all", str(n), _score(result["qwk"]), _score(result["accuracy"]))
     for provider, value in result["qwk_by_provider"].items():
         table.add_row(provider, str(result["n_by_provider"][provider]), _score(value),
                       _score(result["accuracy_by_provider"][provider]))
@@ -293,12 +367,11 @@ def evaluate(
     for g, row in enumerate(result["confusion_matrix"]):
         matrix.add_row(str(g), *[str(v) for v in row])
     out_console.print(matrix)
-    out_console.print(f"metrics and confusion_matrix.png in {out}")
 
 
 def _score(value: float, digits: int = 4) -> str:
-    """A score for the table, or "undefined" for NaN (e.g. kappa with one grade on both sides)."""
-    return "undefined" if value != value else f"{value:.{digits}f}"
+    """A score for the table, or "undefined" for NaN/None (e.g. kappa with one grade on both sides)."""
+    return "undefined" if value is None or value != value else f"{value:.{digits}f}"
 
 
 def _print_mask_scores(seg: dict, masks: Path, truth: Path) -> None:

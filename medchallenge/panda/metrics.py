@@ -59,6 +59,12 @@ def read_submission(path: str | Path) -> pd.DataFrame:
 
 
 def evaluate_submission(predictions: str | Path, truth: str | Path, subset: bool = False) -> dict[str, Any]:
+    """The scores of :func:`score_submission` (without its per-slide table)."""
+    return score_submission(predictions, truth, subset)[0]
+
+
+def score_submission(predictions: str | Path, truth: str | Path,
+                     subset: bool = False) -> tuple[dict[str, Any], pd.DataFrame]:
     """Score a submission against a reference CSV (``image_id,isup_grade[,data_provider]``).
 
     As the organisers' check (DIAGNijmegen/panda-challenge, src/evaluation/util.py), every
@@ -68,7 +74,8 @@ def evaluate_submission(predictions: str | Path, truth: str | Path, subset: bool
     Undefined kappas (one grade on both sides, overall or for one provider) are NaN.
 
     Returns:
-        ``{"qwk", "accuracy", "n", "n_reference", "subset", "qwk_by_provider",
+        (scores, one row per scored slide: image_id, [data_provider,] isup_grade_true, isup_grade_pred).
+        Scores: ``{"qwk", "accuracy", "n", "n_reference", "subset", "qwk_by_provider",
         "accuracy_by_provider", "n_by_provider", "confusion_matrix"}`` (the matrix 6×6, rows truth,
         columns prediction; ``n`` ids scored of ``n_reference`` in the reference).
 
@@ -108,7 +115,8 @@ def evaluate_submission(predictions: str | Path, truth: str | Path, subset: bool
             result["qwk_by_provider"][str(provider)] = qwk(t, p)
             result["accuracy_by_provider"][str(provider)] = float(np.mean(t == p))
             result["n_by_provider"][str(provider)] = int(len(group))
-    return result
+    columns = [c for c in ("image_id", "data_provider", "isup_grade_true", "isup_grade_pred") if c in merged.columns]
+    return result, merged[columns]
 
 
 def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
@@ -123,7 +131,8 @@ def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
     Raises:
         DataError: a slide of the folder missing from the cache, a mask tile of another size.
     """
-    from medchallenge.panda.segment import MaskFolder, class_names, mask_scores, n_classes, to_scheme
+    from medchallenge.panda.labels import class_names, mask_scores, n_classes, to_scheme
+    from medchallenge.panda.masks import MaskFolder
     from medchallenge.panda.tiles import TileCache
 
     folder, cache = MaskFolder(masks), TileCache(truth)
@@ -135,6 +144,7 @@ def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
     counts: dict[str, np.ndarray] = {}
     n_slides: dict[str, int] = {}
     skipped = 0
+    rows = []
     for image_id, provider in zip(folder.index["image_id"], folder.index["data_provider"]):
         if image_id not in with_truth:
             skipped += 1
@@ -147,6 +157,7 @@ def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
             raise DataError(folder.file(image_id), f"label {int(pred.max())} outside the {scheme} scheme's 0–{k - 1}")
         matrix = np.bincount(true.astype(np.int64).ravel() * k + pred.ravel(), minlength=k * k).reshape(k, k)
         counts[provider] = counts.get(provider, 0) + matrix
+        rows.append(_slide_row(image_id, provider, matrix, scheme))
         n_slides[provider] = n_slides.get(provider, 0) + 1
     if not counts:
         raise DataError(Path(truth), "no slide of the mask folder has true mask tiles in this cache")
@@ -159,8 +170,54 @@ def evaluate_masks(masks: str | Path, truth: str | Path) -> dict[str, Any]:
                 "mean_dice": nan(s["mean_dice"]), "tumour_dice": nan(s["tumour_dice"]),
                 "tumour_pixels": s["tumour_pixels"]}
 
-    result: dict[str, Any] = {"scheme": scheme, "n_skipped_without_truth": skipped,
+    result: dict[str, Any] = {"scheme": scheme, "n_skipped_without_truth": skipped, "cases": pd.DataFrame(rows),
                               "providers": {p: scores(m, p, n_slides[p]) for p, m in sorted(counts.items())}}
     if scheme == "unified" and len(counts) > 1:
         result["all"] = scores(sum(counts.values()), "unified", sum(n_slides.values()))  # type: ignore[arg-type]
     return result
+
+
+def _slide_row(image_id: str, provider: str, matrix: np.ndarray, scheme: str) -> dict[str, Any]:
+    """One slide's line of the per-case table (NaN where a score is undefined on this slide)."""
+    from medchallenge.panda.labels import mask_scores
+
+    s = mask_scores(matrix, scheme, provider)
+    return {"image_id": image_id, "data_provider": provider, "pixels": s["pixels"],
+            "pixel_accuracy": s["pixel_accuracy"], "mean_dice": s["mean_dice"], "tumour_dice": s["tumour_dice"]}
+
+
+def submission_report(predictions: Path, truth: Path, subset: bool, scratch: Path) -> Any:
+    """The :class:`~medchallenge.core.report.EvaluationReport` of a submission (QWK; confusion-matrix plot).
+
+    ``predictions`` is a CSV or a ``predict`` folder (its submission.csv, or its parts merged into
+    ``scratch``).
+    """
+    from medchallenge.core.plots import plot_confusion_matrix
+    from medchallenge.core.report import EvaluationReport
+    from medchallenge.panda.submission import resolve_predictions
+
+    result, cases = score_submission(resolve_predictions(predictions, scratch), truth, subset)
+    summary = {k: v for k, v in result.items() if k != "n"}
+
+    def plots(folder: Path) -> None:
+        plot_confusion_matrix(result["confusion_matrix"], [str(g) for g in range(N_GRADES)],
+                              folder / "confusion_matrix.png", title=f"ISUP grade (QWK {_fmt(result['qwk'])})")
+
+    return EvaluationReport("panda", "quadratic weighted kappa", result["qwk"], result["n"], summary, cases, plots)
+
+
+def mask_report(masks: Path, truth: Path) -> Any:
+    """The report of a mask folder: headline = mean foreground Dice (pooled ``all``, else the only provider)."""
+    from medchallenge.core.report import EvaluationReport
+
+    seg = evaluate_masks(masks, truth)
+    cases = seg.pop("cases")
+    head = seg.get("all") or next(iter(seg["providers"].values()))
+    if "all" not in seg and len(seg["providers"]) > 1:
+        head = {"mean_dice": None}  # provider schemes differ: no pooled number, see per provider
+    n = sum(p["n_slides"] for p in seg["providers"].values())
+    return EvaluationReport("panda", "mean foreground Dice (masks)", head["mean_dice"], n, seg, cases)
+
+
+def _fmt(value: float) -> str:
+    return "undefined" if value != value else f"{value:.3f}"

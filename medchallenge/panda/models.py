@@ -13,14 +13,18 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from medchallenge.core.backbones import create_classifier, enable_gradient_checkpointing
 from medchallenge.core.errors import OptionError
+from medchallenge.core.registry import Registry
 from medchallenge.panda import encoding as enc
+from medchallenge.panda.unet import PandaUNet
+
+MODELS = Registry("panda")
+"""``classifier`` (:class:`PandaClassifier`) and ``unet`` (:class:`PandaUNet`)."""
 
 LAYOUTS = ("mosaic", "strip")
 
@@ -79,6 +83,7 @@ class PandaClassifier(nn.Module):
             raise OptionError(f"--layout {layout}: expected one of {', '.join(LAYOUTS)}")
         self.encoding = encoding
         self.layout = layout
+        self.in_channels = in_channels
         self.mask_scale = mask_scale
         self.backbone = create_classifier(
             arch, enc.n_outputs(encoding), in_channels=in_channels, pretrained=pretrained, weights=weights
@@ -103,9 +108,26 @@ class PandaClassifier(nn.Module):
         return x
 
 
-def build_model(spec: dict[str, Any]) -> PandaClassifier:
-    """Rebuild a classifier from a checkpoint's ``model`` entry (never loads pretrained weights)."""
-    kwargs = dict(spec["kwargs"])
-    kwargs["pretrained"] = False
-    kwargs["weights"] = None
-    return PandaClassifier(**kwargs)
+@MODELS.register("classifier")
+def build_classifier(arch: str = "efficientnet-b0", encoding: str = "ordinal", layout: str = "mosaic",
+                     in_channels: int = 3, mask_scale: float | None = None,
+                     grad_checkpoint: bool = False) -> PandaClassifier:
+    """The classifier a spec describes, with random weights (pretrained ones: :func:`load_pretrained`)."""
+    return PandaClassifier(arch, encoding, layout, in_channels=in_channels, mask_scale=mask_scale,
+                           grad_checkpoint=grad_checkpoint)
+
+
+MODELS.register("unet")(PandaUNet)
+
+
+def load_pretrained(model: PandaClassifier, arch: str, weights: str | Path | None = None) -> None:
+    """Put ImageNet weights (hub cache or ``weights``) into ``model``'s backbone; its head stays random.
+
+    A pretrained twin is built by :func:`create_classifier` (which finds the file, or fails naming it
+    and ``--no-pretrained``) and copied over: the first-conv adaptation for a mask channel and the
+    head replacement are the same in both, and gradient checkpointing keeps parameter names.
+    """
+    twin = create_classifier(arch, enc.n_outputs(model.encoding), in_channels=model.in_channels,
+                             pretrained=True, weights=weights)
+    model.backbone.load_state_dict(twin.state_dict())
+

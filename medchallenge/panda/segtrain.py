@@ -29,9 +29,11 @@ from torch.utils.data import Dataset
 from medchallenge.core import console
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.inference import segment_batches
 from medchallenge.core.losses import soft_dice_loss
 from medchallenge.panda.augment import augment_stack
-from medchallenge.panda.segment import PandaUNet, check_scheme, class_names, mask_scores, n_classes, to_scheme
+from medchallenge.panda.labels import check_scheme, class_names, mask_scores, n_classes, to_scheme
+from medchallenge.panda.models import MODELS
 from medchallenge.panda.tiles import TileCache
 from medchallenge.panda.train import split_slides
 
@@ -43,7 +45,7 @@ BATCHING = ("slide", "shuffle")
 class SegOptions:
     """The U-Net's options (saved in config.json and the checkpoint)."""
 
-    tiles: Path
+    cache: Path
     provider: str = "both"
     scheme: str = "unified"
     loss: str = "dice-ce"
@@ -152,21 +154,22 @@ class PandaSegTrainer(Trainer):
 
     challenge = "panda"
     monitor = "dice"
+    registry = MODELS
 
     def __init__(self, config: TrainConfig, options: SegOptions) -> None:
         super().__init__(config, options)
         self.options = options
         self.providers = check_scheme(options.scheme, options.provider)
         if options.loss not in SEG_LOSSES:
-            raise OptionError(f"--seg-loss {options.loss}: expected one of {', '.join(SEG_LOSSES)}")
+            raise OptionError(f"--loss {options.loss}: expected one of {', '.join(SEG_LOSSES)}")
         if options.batching not in BATCHING:
             raise OptionError(f"--batching {options.batching}: expected one of {', '.join(BATCHING)}")
-        self.cache = TileCache(options.tiles)
+        self.cache = TileCache(options.cache)
         index = self.cache.index
         index = index[index["data_provider"].isin(self.providers)]
         masked = set(self.cache.with_masks())
         if not masked:
-            raise DataError(options.tiles, "no slide has mask tiles: a U-Net needs the train split tiled with its"
+            raise DataError(options.cache, "no slide has mask tiles: a U-Net needs the train split tiled with its"
                                            " train_label_masks/ (medchallenge panda tile --split train)")
         without = index[~index["image_id"].isin(masked)]
         if len(without):
@@ -174,7 +177,7 @@ class PandaSegTrainer(Trainer):
                         f" e.g. {without['image_id'].iloc[0]}")
         usable = index[index["image_id"].isin(masked) & (index["n_tissue"].astype(int) > 0)].reset_index(drop=True)
         if len(usable) < 2:
-            raise DataError(options.tiles, f"only {len(usable)} {'/'.join(self.providers)} slide(s) with mask and"
+            raise DataError(options.cache, f"only {len(usable)} {'/'.join(self.providers)} slide(s) with mask and"
                                            " tissue tiles: nothing to train a U-Net on")
         self.num_classes = n_classes(options.scheme, self.providers[0])
         train_idx, val_idx = split_slides(usable, options.val_fraction, options.n_folds, options.fold, config.seed)
@@ -197,9 +200,6 @@ class PandaSegTrainer(Trainer):
     def train_loader(self) -> Any:
         collate = cat_slides if self.options.batching == "slide" else None
         return self.loaders.train(self._train, self.config.batch_size, collate_fn=collate)
-
-    def build_model(self) -> nn.Module:
-        return PandaUNet(self.num_classes, self.options.depth, self.options.width)
 
     def model_spec(self) -> dict[str, Any]:
         return {"name": "unet", "kwargs": {"num_classes": self.num_classes, "depth": self.options.depth,
@@ -227,27 +227,25 @@ class PandaSegTrainer(Trainer):
         return segmentation_loss(self.options.loss, model(tiles), masks, self._weight(tiles.device))
 
     def validate(self, model: nn.Module) -> dict[str, float]:
+        """Pixel confusion over the validation slides' tissue tiles, labels through ``segment_batches``.
+
+        No validation loss: the best checkpoint is chosen by Dice, and a loss would need a second
+        pass keeping the logits.
+        """
         dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
-        loader = self.loaders.eval(dataset, batch_size=1, collate_fn=cat_slides)
         k = self.num_classes
-        matrix = torch.zeros(k * k, dtype=torch.int64, device=self.device)
-        weight = self._weight(self.device)
-        loss_sum, n_batches = 0.0, 0
-        for tiles, masks in loader:
-            tiles, masks = self.to_device((tiles, masks))
-            with self.autocast():
-                logits = model(tiles)
-            loss_sum += float(segmentation_loss(self.options.loss, logits, masks, weight))
-            n_batches += 1
-            matrix += torch.bincount((masks * k + logits.argmax(dim=1)).ravel(), minlength=k * k)
-        scores = mask_scores(matrix.reshape(k, k).cpu().numpy(), self.options.scheme, self.providers[0])
-        dice = scores["dice"]
+        matrix = np.zeros((k, k), dtype=np.int64)
+        for s in range(len(dataset)):
+            tiles, masks = dataset[s]
+            labels = segment_batches(model, tiles.numpy(), self.device, batch_size=self.config.batch_size,
+                                     dtype=self.amp_dtype)
+            matrix += np.bincount(masks.numpy().ravel() * k + labels.ravel(), minlength=k * k).reshape(k, k)
+        scores = mask_scores(matrix, self.options.scheme, self.providers[0])
         row = {
-            "val_loss": loss_sum / max(1, n_batches),
             "dice": float(np.nan_to_num(scores["mean_dice"])),
             "tumour_dice": float(np.nan_to_num(scores["tumour_dice"])),
             "pixel_accuracy": scores["pixel_accuracy"],
         }
         for c in range(1, k):
-            row[f"dice_{c}"] = float(dice[c])
+            row[f"dice_{c}"] = float(scores["dice"][c])
         return row

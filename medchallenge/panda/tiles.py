@@ -17,8 +17,9 @@ outside the image are white by construction and need no read. The result equals
 
 Cache layout (one folder per tiling setting)::
 
-    meta.json       split, level (the level used), level_option (what --level said: a number or
-                    "auto"), tile_size, n_tiles, mode, downsample
+    meta.json       core.cache.CacheDir format, kind "panda-tiles": settings split, level (the
+                    level used), tile_size, n_tiles, mode; info level_option (what --level said:
+                    a number or "auto"), downsample, data
     index.csv       image_id, data_provider, isup_grade (empty when unknown), n_tissue, has_mask
     tiles.csv       image_id, rank, x, y, fill  (x, y: top-left in level-0 px; fill: white filler)
     slides/{id}.npz tiles (N×T×T×3 uint8), masks (N×T×T uint8, when a mask exists), xs, ys, fill
@@ -37,12 +38,15 @@ import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.errors import DataError, OptionError
-from medchallenge.core.io import atomic_path, remove_partials, write_csv, write_json
+from medchallenge.core.io import atomic_path, write_csv, write_json
 from medchallenge.core.parallel import map_jobs
 from medchallenge.core.parts import select_part
 from medchallenge.core.wsi import SlideReader, open_slide
-from medchallenge.panda.data import MASK_CLASSES, mask_path, read_test_csv, read_train_csv, slide_path
+from medchallenge.panda.data import MASK_CLASSES, check_image_ids, mask_path, read_test_csv, read_train_csv, slide_path
+
+CACHE_KIND = "panda-tiles"
 
 TISSUE_MEAN = 240.0
 """A tile carries tissue when its mean intensity (0–255, over RGB) is below this."""
@@ -258,14 +262,15 @@ class TileCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        meta_file = self.path / "meta.json"
-        if not meta_file.is_file():
-            raise DataError(self.path, "not a tile cache (no meta.json): run `medchallenge panda tile` first")
-        self.meta: dict[str, Any] = json.loads(meta_file.read_text())
+        cache = CacheDir(self.path, CACHE_KIND)
+        info = json.loads(cache.meta_file.read_text()).get("info", {}) if cache.meta_file.is_file() else {}
+        self.meta: dict[str, Any] = {**cache.settings(), **info}  # settings() refuses a non-cache
         index_file = self.path / "index.csv"
         if not index_file.is_file():
             raise DataError(self.path, "tile cache without index.csv (tiling never finished a slide)")
         self.index = pd.read_csv(index_file, dtype={"image_id": str})
+        # ids become file names (slides/{id}.npz): a hand-edited index must not reach outside the cache
+        check_image_ids(self.index, index_file)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -418,17 +423,6 @@ def resolve_level(slides: list[Path], level: int | str) -> int:
     return used
 
 
-def _check_settings(meta_file: Path, settings: dict[str, Any]) -> None:
-    """An existing cache must have been tiled with the same settings (else: use another --out)."""
-    if not meta_file.is_file():
-        return
-    old = json.loads(meta_file.read_text())
-    differ = {k: (old.get(k), v) for k, v in settings.items() if old.get(k) != v}
-    if differ:
-        detail = ", ".join(f"{k}={a} (now {b})" for k, (a, b) in differ.items())
-        raise OptionError(f"{meta_file.parent} holds tiles made with {detail}: use another --out")
-
-
 def tile_slides(
     data: Path,
     out: Path,
@@ -458,13 +452,34 @@ def tile_slides(
         present = [slide_path(data, split, i) for i in frame["image_id"]]
         level = resolve_level([p for p in present if p.is_file()], level_option)
     settings = {"split": split, "level": int(level), "tile_size": tile_size, "n_tiles": n_tiles, "mode": mode}
-    meta_file = out / "meta.json"
-    _check_settings(meta_file, settings)
+    cache = CacheDir(out, CACHE_KIND)
+    cache.open_for_writing(settings, overwrite)  # other settings: an error naming each, unless --overwrite
     (out / "slides").mkdir(parents=True, exist_ok=True)
-    removed = remove_partials(out)
-    if removed:
-        console.log(f"removed {removed} unfinished file(s) of an interrupted run")
+    jobs, missing = _jobs(data, out, frame, split, int(level), n_tiles, tile_size, mode, part, skip_missing,
+                          overwrite)
+    if missing:
+        console.warn(f"{len(missing)} slide(s) missing on disk, skipped: {', '.join(missing[:5])}")
+    downsample = None
+    if jobs:
+        with open_slide(jobs[0]["slide"]) as slide:
+            downsample = slide.level_downsamples[int(level)] if int(level) < slide.level_count else None
+    meta = json.loads(cache.meta_file.read_text())
+    old_info = meta.get("info", {})
+    meta["info"] = {"level_option": level_option, "data": str(data.resolve()),
+                    "downsample": downsample if downsample is not None else old_info.get("downsample")}
+    write_json(cache.meta_file, meta)
+    console.log(f"tiling {len(jobs)} slide(s) of {split} (level {level}, {n_tiles}×{tile_size} px, mode {mode}) → {out}")
+    results = map_jobs(_tile_one, jobs, workers, "tile")
+    white = [r[0] for r in results if r[3]]
+    if white:
+        console.warn(f"{len(white)} slide(s) with no tissue tile (all white): {', '.join(white[:5])}")
+    _rebuild_tables(out, frame)
+    return out
 
+
+def _jobs(data: Path, out: Path, frame: pd.DataFrame, split: str, level: int, n_tiles: int, tile_size: int,
+          mode: int, part: str | None, skip_missing: bool, overwrite: bool) -> tuple[list[dict[str, Any]], list[str]]:
+    """(one job per slide of this part still to tile, ids of slides missing on disk)."""
     jobs, missing = [], []
     for row in select_part(list(frame.itertuples(index=False)), part):
         slide = slide_path(data, split, row.image_id)
@@ -480,18 +495,4 @@ def tile_slides(
         jobs.append({"image_id": row.image_id, "slide": slide, "mask": mask if mask and mask.is_file() else None,
                      "provider": row.data_provider, "out": target, "level": int(level), "n_tiles": n_tiles,
                      "tile_size": tile_size, "mode": mode})
-    if missing:
-        console.warn(f"{len(missing)} slide(s) missing on disk, skipped: {', '.join(missing[:5])}")
-    downsample = None
-    if jobs:
-        with open_slide(jobs[0]["slide"]) as slide:
-            downsample = slide.level_downsamples[int(level)] if int(level) < slide.level_count else None
-    write_json(meta_file, {**settings, "level_option": level_option, "downsample": downsample,
-                           "data": str(data.resolve())})
-    console.log(f"tiling {len(jobs)} slide(s) of {split} (level {level}, {n_tiles}×{tile_size} px, mode {mode}) → {out}")
-    results = map_jobs(_tile_one, jobs, workers, "tile")
-    white = [r[0] for r in results if r[3]]
-    if white:
-        console.warn(f"{len(white)} slide(s) with no tissue tile (all white): {', '.join(white[:5])}")
-    _rebuild_tables(out, frame)
-    return out
+    return jobs, missing

@@ -24,9 +24,10 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.splits import kfold_split, stratified_split
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.augment import augment_stack
+from medchallenge.panda.labels import SCHEMES, mask_channel, to_scheme
+from medchallenge.panda.masks import MaskFolder
 from medchallenge.panda.metrics import qwk
-from medchallenge.panda.models import PandaClassifier
-from medchallenge.panda.segment import SCHEMES, MaskFolder, mask_channel, to_scheme
+from medchallenge.panda.models import MODELS, PandaClassifier, load_pretrained
 from medchallenge.panda.tiles import SlideTiles, TileCache
 
 
@@ -118,7 +119,7 @@ def split_slides(frame: pd.DataFrame, val_fraction: float, n_folds: int | None, 
 class PandaOptions:
     """The PANDA-specific training options (saved in config.json and the checkpoint)."""
 
-    tiles: Path
+    cache: Path
     arch: str = "efficientnet-b0"
     encoding: str = "ordinal"
     layout: str = "mosaic"
@@ -137,18 +138,19 @@ class PandaTrainer(Trainer):
 
     challenge = "panda"
     monitor = "qwk"
+    registry = MODELS
 
     def __init__(self, config: TrainConfig, options: PandaOptions) -> None:
         super().__init__(config, options)
         self.options = options
-        self.cache = TileCache(options.tiles)
+        self.cache = TileCache(options.cache)
         labelled = self.cache.index[self.cache.index["isup_grade"].notna()].reset_index(drop=True)
         if len(labelled) < 2:
-            raise DataError(options.tiles, f"only {len(labelled)} slide(s) with an ISUP grade: nothing to train on")
+            raise DataError(options.cache, f"only {len(labelled)} slide(s) with an ISUP grade: nothing to train on")
         self.masks = None if options.masks is None else SlideMasks(options.masks, options.label_scheme, self.cache)
         if self.masks is not None:
             if not self.masks.available:
-                raise DataError(options.tiles if options.masks == "truth" else options.masks,
+                raise DataError(options.cache if options.masks == "truth" else options.masks,
                                 "no slide has mask tiles: the mask channel needs the train split tiled with its"
                                 " train_label_masks/, or a mask folder from `panda predict` with a U-Net")
             without = ~labelled["image_id"].isin(self.masks.available)
@@ -157,13 +159,13 @@ class PandaTrainer(Trainer):
                             f" e.g. {labelled['image_id'][without].iloc[0]}")
             labelled = labelled[~without].reset_index(drop=True)
             if len(labelled) < 2:
-                raise DataError(options.tiles, f"only {len(labelled)} slide(s) with both a grade and a mask")
+                raise DataError(options.cache, f"only {len(labelled)} slide(s) with both a grade and a mask")
         train_idx, val_idx = split_slides(labelled, options.val_fraction, options.n_folds, options.fold, config.seed)
         self.train_frame = labelled.iloc[train_idx].reset_index(drop=True)
         self.val_frame = labelled.iloc[val_idx].reset_index(drop=True)
         enc.check_encoding(options.encoding)
         console.log(
-            f"{len(self.train_frame)} training / {len(self.val_frame)} validation slides from {options.tiles}"
+            f"{len(self.train_frame)} training / {len(self.val_frame)} validation slides from {options.cache}"
             f" ({self.cache.meta.get('n_tiles')} tiles of {self.cache.meta.get('tile_size')} px)"
         )
 
@@ -174,10 +176,11 @@ class PandaTrainer(Trainer):
     def train_dataset(self) -> Dataset:
         return self._dataset(self.train_frame, augment=True)
 
-    def build_model(self) -> nn.Module:
-        o = self.options
-        return PandaClassifier(o.arch, o.encoding, o.layout, in_channels=self.in_channels, pretrained=o.pretrained,
-                               weights=o.weights, grad_checkpoint=o.grad_checkpoint)
+    def prepare_model(self, model: nn.Module) -> None:
+        """ImageNet weights into the backbone (the spec builds random weights, as predict must)."""
+        assert isinstance(model, PandaClassifier)
+        if self.options.pretrained or self.options.weights is not None:
+            load_pretrained(model, self.options.arch, self.options.weights)
 
     @property
     def in_channels(self) -> int:

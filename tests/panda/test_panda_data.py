@@ -87,7 +87,7 @@ def test_tile_refuses_a_path_as_image_id(tmp_path: Path, runner) -> None:  # noq
     (data / "train.csv").write_text("\n".join(lines) + "\n")
     before = _files(tmp_path)
     out = tmp_path / "work" / "tiles"
-    result = runner.invoke(app, ["panda", "tile", "--data", str(data), "--out", str(out), "--n-tiles", "4",
+    result = runner.invoke(app, ["panda", "tile", "--data", str(data), "--cache", str(out), "--n-tiles", "4",
                                  "--tile-size", "32"])
     assert result.exit_code == 2, result.output
     assert f"{data / 'train.csv'}: row 3: image_id '../../evil/x'" in result.output

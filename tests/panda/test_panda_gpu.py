@@ -19,20 +19,20 @@ def test_amp_channels_last_on_cuda(tmp_path: Path) -> None:
     data = tmp_path / "data"
     for args in (
         ["panda", "sample", "--out", str(data), "--n-slides", "48", "--size", "1024"],
-        ["panda", "tile", "--data", str(data), "--out", str(tmp_path / "tiles"), "--n-tiles", "16", "--tile-size", "32"],
-        ["panda", "train", "--tiles", str(tmp_path / "tiles"), "--out", str(tmp_path / "run"), "--arch",
+        ["panda", "tile", "--data", str(data), "--cache", str(tmp_path / "tiles"), "--n-tiles", "16", "--tile-size", "32"],
+        ["panda", "train", "--cache", str(tmp_path / "tiles"), "--out", str(tmp_path / "run"), "--model",
          "resnet18", "--no-pretrained", "--epochs", "8", "--batch-size", "8", "--lr", "1e-3", "--device",
          "cuda", "--channels-last", "--workers", "2"],
-        ["panda", "train", "--tiles", str(tmp_path / "tiles"), "--out", str(tmp_path / "effnet"), "--arch",
+        ["panda", "train", "--cache", str(tmp_path / "tiles"), "--out", str(tmp_path / "effnet"), "--model",
          "efficientnet-b0", "--no-pretrained", "--epochs", "1", "--batch-size", "8", "--device", "cuda",
          "--channels-last", "--compile"],
         ["panda", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--out",
-         str(tmp_path / "sub.csv"), "--device", "cuda", "--tta"],
+         str(tmp_path / "pred"), "--device", "cuda", "--tta"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
-    out = runner.invoke(app, ["panda", "evaluate", "--predictions", str(tmp_path / "sub.csv"), "--truth",
-                              str(data / "answers" / "test_labels.csv"), "--json"])
+    out = runner.invoke(app, ["panda", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
+                              str(data / "answers" / "test_labels.csv"), "--json", "--out", str(tmp_path / "ev")])
     metrics = json.loads(out.stdout)
     print("gpu resnet18 held-out", metrics["qwk"], metrics["accuracy"])
     # Learning is asserted by the CPU end-to-end test; on 12 held-out slides the QWK of an 8-epoch
@@ -51,23 +51,23 @@ def test_unet_and_mask_guided_classifier_on_cuda(tmp_path: Path) -> None:
     unet = tmp_path / "unet" / "best.pt"
     for args in (
         ["panda", "sample", "--out", str(data), "--n-slides", "48", "--size", "1024"],
-        ["panda", "tile", "--data", str(data), "--out", str(tiles), "--n-tiles", "16", "--tile-size", "32"],
-        ["panda", "train", "--model", "unet", "--tiles", str(tiles), "--out", str(tmp_path / "unet"), "--epochs", "8",
+        ["panda", "tile", "--data", str(data), "--cache", str(tiles), "--n-tiles", "16", "--tile-size", "32"],
+        ["panda", "train", "--model", "unet", "--cache", str(tiles), "--out", str(tmp_path / "unet"), "--epochs", "8",
          "--batching", "shuffle", "--batch-size", "64", "--lr", "2e-3", "--device", "cuda", "--channels-last"],
-        ["panda", "predict", "--checkpoint", str(unet), "--tiles", str(tiles), "--out", str(tmp_path / "masks"),
+        ["panda", "predict", "--checkpoint", str(unet), "--cache", str(tiles), "--out", str(tmp_path / "masks"),
          "--device", "cuda"],
-        ["panda", "train", "--tiles", str(tiles), "--out", str(tmp_path / "masked"), "--mask-model", str(unet),
-         "--arch", "efficientnet-b0", "--no-pretrained", "--grad-checkpoint", "--epochs", "2", "--batch-size", "4",
+        ["panda", "train", "--cache", str(tiles), "--out", str(tmp_path / "masked"), "--mask-model", str(unet),
+         "--model", "efficientnet-b0", "--no-pretrained", "--grad-checkpoint", "--epochs", "2", "--batch-size", "4",
          "--device", "cuda", "--channels-last"],
         ["panda", "predict", "--checkpoint", str(tmp_path / "masked" / "best.pt"), "--data", str(data),
-         "--mask-model", str(unet), "--out", str(tmp_path / "sub.csv"), "--device", "cuda"],
+         "--mask-model", str(unet), "--out", str(tmp_path / "pred"), "--device", "cuda"],
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
     seg = json.loads(runner.invoke(app, ["panda", "evaluate", "--masks", str(tmp_path / "masks"), "--truth", str(tiles),
-                                         "--json"]).stdout)
+                                         "--json", "--out", str(tmp_path / "ev-masks")]).stdout)
     print("gpu unet tumour Dice", {p: s["tumour_dice"] for p, s in seg["providers"].items()})
     assert seg["all"]["tumour_dice"] > 0.5
-    out = runner.invoke(app, ["panda", "evaluate", "--predictions", str(tmp_path / "sub.csv"), "--truth",
-                              str(data / "answers" / "test_labels.csv"), "--json"])
+    out = runner.invoke(app, ["panda", "evaluate", "--predictions", str(tmp_path / "pred"), "--truth",
+                              str(data / "answers" / "test_labels.csv"), "--json", "--out", str(tmp_path / "ev")])
     assert json.loads(out.stdout)["n"] == 12

@@ -221,5 +221,6 @@ def test_cli_all_one_grade_and_subset(tmp_path: Path, truth: Path, runner) -> No
     table = runner.invoke(app, [*args, "--subset"])
     assert "1 of 3 truth ids scored" in table.stdout and "undefined" in table.stdout
     empty = _write(tmp_path / "empty.csv", ["image_id,isup_grade"])
-    bad = runner.invoke(app, ["panda", "evaluate", "--predictions", str(empty), "--truth", str(truth)])
+    bad = runner.invoke(app, ["panda", "evaluate", "--predictions", str(empty), "--truth", str(truth),
+                              "--out", str(tmp_path / "ev2")])
     assert bad.exit_code == 2 and "empty submission" in bad.output

@@ -126,15 +126,15 @@ def test_level_auto_keeps_level_one_when_every_slide_has_it(realdata: Path, tmp_
     assert result.exit_code == 0, result.output
     assert "--level auto: tiling level 1 (every slide has level 1)" in result.output
     meta = json.loads((data / "tiles" / "meta.json").read_text())
-    assert meta["level"] == 1 and meta["level_option"] == "auto"
-    assert meta["downsample"] == _level_info(realdata / "wsi" / TCGA)[1][1]
+    assert meta["settings"]["level"] == 1 and meta["info"]["level_option"] == "auto"
+    assert meta["info"]["downsample"] == _level_info(realdata / "wsi" / TCGA)[1][1]
     # an explicit --level 1 reuses that cache; --level 0 is refused (other settings)
     again = runner.invoke(app, ["panda", "tile", "--data", str(data), "--level", "1", "--n-tiles", "1",
                                 "--tile-size", "64"])
     assert again.exit_code == 0, again.output
     other = runner.invoke(app, ["panda", "tile", "--data", str(data), "--level", "0", "--n-tiles", "1",
                                 "--tile-size", "64"])
-    assert other.exit_code == 2 and "level=1 (now 0)" in other.output
+    assert other.exit_code == 2 and "level: 1 → 0" in other.output
 
 
 @pytest.mark.parametrize("value", ["x", "-1", "1.5"])

@@ -12,13 +12,16 @@ import torch
 from torch.nn import functional as F
 
 from medchallenge.core.backbones import create_classifier, enable_gradient_checkpointing
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.losses import soft_dice_loss
 from medchallenge.core.metrics import dice_per_class
+from medchallenge.panda.labels import check_scheme, mask_channel, to_scheme
+from medchallenge.panda.masks import tile_mosaic
 from medchallenge.panda.metrics import evaluate_masks
-from medchallenge.panda.segment import PandaUNet, check_scheme, mask_channel, tile_mosaic, to_scheme
 from medchallenge.panda.segtrain import SegTileDataset, cat_slides, class_weights, segmentation_loss
 from medchallenge.panda.tiles import TileCache, npz_memmap
+from medchallenge.panda.unet import PandaUNet
 
 
 def test_unet_shapes() -> None:
@@ -64,6 +67,9 @@ def test_segmentation_losses() -> None:
     assert segmentation_loss("dice", perfect, target, None).item() == pytest.approx(0.0, abs=1e-4)
 
 
+A, B, R = "a" * 32, "b" * 32, "c" * 32  # PANDA ids: 32 lowercase hex
+
+
 def write_cache(root: Path, slides: dict[str, tuple[str, np.ndarray, np.ndarray | None, int]], tile: int) -> Path:
     """A tile cache by hand: id → (provider, tiles N×T×T×3, masks N×T×T or None, n_tissue)."""
     (root / "slides").mkdir(parents=True)
@@ -79,8 +85,8 @@ def write_cache(root: Path, slides: dict[str, tuple[str, np.ndarray, np.ndarray 
         rows.append((image_id, provider, 1, n_tissue, masks is not None))
     pd.DataFrame(rows, columns=["image_id", "data_provider", "isup_grade", "n_tissue", "has_mask"]).to_csv(
         root / "index.csv", index=False)
-    (root / "meta.json").write_text(json.dumps({"split": "train", "level": 1, "tile_size": tile, "n_tiles": 4,
-                                                "mode": 0}))
+    CacheDir(root, "panda-tiles").open_for_writing({"split": "train", "level": 1, "tile_size": tile, "n_tiles": 4,
+                                                    "mode": 0})
     return root
 
 
@@ -90,10 +96,10 @@ def test_tile_datasets_keep_only_tissue_tiles(tmp_path: Path) -> None:
     masks = np.zeros((4, 8, 8), np.uint8)
     masks[:3] = 1  # stroma in the tissue tiles, Gleason 5 in half the first; tile 3 (white) is background
     masks[0, :4] = 5
-    cache = TileCache(write_cache(tmp_path / "c", {"a": ("radboud", tiles, masks, 3),
-                                                   "b": ("radboud", tiles, masks, 2)}, 8))
-    assert cache.with_masks() == ["a", "b"]
-    np.testing.assert_array_equal(npz_memmap(cache.slide_file("a"), ("masks",))["masks"], masks)
+    cache = TileCache(write_cache(tmp_path / "c", {A: ("radboud", tiles, masks, 3),
+                                                   B: ("radboud", tiles, masks, 2)}, 8))
+    assert cache.with_masks() == [A, B]
+    np.testing.assert_array_equal(npz_memmap(cache.slide_file(A), ("masks",))["masks"], masks)
     frame = cache.index
     per_slide = SegTileDataset(cache, frame, "unified", per_slide=True, augment=False)
     x, y = per_slide[0]
@@ -115,16 +121,16 @@ def test_evaluate_masks_hand_built(tmp_path: Path) -> None:
     truth[0] = 4  # one tile of Gleason 4, one of stroma; tile 3 is a white filler (not scored)
     truth[1] = 1
     truth[3] = 5
-    cache = write_cache(tmp_path / "cache", {"r": ("radboud", tiles, truth, 2)}, 4)
+    cache = write_cache(tmp_path / "cache", {R: ("radboud", tiles, truth, 2)}, 4)
     folder = tmp_path / "pred"
     (folder / "masks").mkdir(parents=True)
     pred = np.zeros((4, 4, 4), np.uint8)
     pred[0, :2] = 5  # half of the tumour tile found, as another Gleason pattern
     pred[1] = 1
     pred[3] = 0
-    np.savez(folder / "masks" / "r.npz", masks=pred)
+    np.savez(folder / "masks" / f"{R}.npz", masks=pred)
     (folder / "meta.json").write_text(json.dumps({"scheme": "provider", "tile_size": 4, "n_tiles": 4, "level": 1}))
-    pd.DataFrame({"image_id": ["r"], "data_provider": ["radboud"]}).to_csv(folder / "index.csv", index=False)
+    pd.DataFrame({"image_id": [R], "data_provider": ["radboud"]}).to_csv(folder / "index.csv", index=False)
     result = evaluate_masks(folder, cache)["providers"]["radboud"]
     assert result["pixels"] == 3 * 16  # fill tile left out
     assert result["dice"]["stroma"] == pytest.approx(1.0)
@@ -132,7 +138,7 @@ def test_evaluate_masks_hand_built(tmp_path: Path) -> None:
     assert result["tumour_dice"] == pytest.approx(2 * 8 / (16 + 8))  # Gleason 3–5 merged: 8 of 16 found
     assert result["dice"]["Gleason 3"] is None  # in neither
     assert result["pixel_accuracy"] == pytest.approx((16 + 16) / 48)
-    np.savez(folder / "masks" / "r.npz", masks=np.zeros((4, 8, 8), np.uint8))
+    np.savez(folder / "masks" / f"{R}.npz", masks=np.zeros((4, 8, 8), np.uint8))
     with pytest.raises(DataError, match="do not match image tiles"):
         evaluate_masks(folder, cache)
 

@@ -91,8 +91,9 @@ def test_cache_is_idempotent_and_resumable(dataset: Path, tmp_path: Path) -> Non
     assert stamp == {p.name: p.stat().st_mtime_ns for p in (out / "slides").iterdir()}
     loaded = cache.load(train["image_id"].iloc[0])
     assert loaded.tiles.shape == (16, 32, 32, 3) and loaded.masks is not None
-    assert json.loads((out / "meta.json").read_text())["n_tiles"] == 16
-    with pytest.raises(OptionError, match="n_tiles=16"):
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["kind"] == "panda-tiles" and meta["settings"]["n_tiles"] == 16
+    with pytest.raises(OptionError, match="n_tiles: 16 → 36"):
         tile_slides(dataset, out, level=1, n_tiles=36, tile_size=32)
     (out / "slides" / ".x.npz.partial.npz").write_bytes(b"half")  # left by a killed run
     tile_slides(dataset, out, level=1, n_tiles=16, tile_size=32)
