@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medchallenge.core.checkpoint import save_checkpoint
-from medchallenge.core.unet import UNet2d
+from medchallenge.kits.models import MODELS, unet_spec
 from medchallenge.kits.predict import predict_cases
 from medchallenge.kits.sample import write_case
 
@@ -40,10 +40,9 @@ def main() -> None:
         hu = rng.integers(-1000, 400, (args.slices, args.size, args.size), dtype=np.int16)
         write_case(root / "data" / "case_00000", hu, None, (0.5, 0.92, 0.92))
         del hu
-        kwargs = {"in_channels": 1, "num_classes": 3, "depth": args.depth, "width": args.width, "batch_norm": False,
-                  "dropout": 0.0}
-        save_checkpoint(root / "model.pt", {"challenge": "kits", "model": {"name": "unet", "kwargs": kwargs},
-                                            "state_dict": UNet2d(**kwargs).state_dict(),
+        spec = unet_spec(args.depth, args.width)
+        save_checkpoint(root / "model.pt", {"challenge": "kits", "model": spec,
+                                            "state_dict": MODELS.build(spec).state_dict(),
                                             "meta": {"normalisation": {"low": -79.0, "high": 304.0, "mean": 101.0,
                                                                        "std": 76.9}}})
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
