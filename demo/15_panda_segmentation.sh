@@ -9,12 +9,12 @@ echo "== PANDA segmentation: synthetic slides in $OUT"
 medchallenge panda sample --out "$OUT" --n-slides 48 --size 1024 --seed 0
 cd "$OUT"
 medchallenge panda tile --level 1 --n-tiles 16 --tile-size 32 --workers 2
-medchallenge panda train --model unet --unet-width 8 --unet-depth 2 --epochs 6 --batch-size 4 --lr 2e-3 \
+medchallenge panda train --model unet --width 8 --depth 2 --epochs 6 --batch-size 4 --lr 2e-3 \
   --workers 0 --out runs/unet
-medchallenge panda predict --checkpoint runs/unet/best.pt --tiles tiles --out pred_masks --n-overlays 4
-medchallenge panda evaluate --masks pred_masks --truth tiles
-medchallenge panda train --mask-model runs/unet/best.pt --arch resnet18 --no-pretrained --epochs 8 --batch-size 4 \
+medchallenge panda predict --checkpoint runs/unet/best.pt --cache tiles --out pred_masks --n-overlays 4
+medchallenge panda evaluate --masks pred_masks --truth tiles --out evaluation-masks
+medchallenge panda train --mask-model runs/unet/best.pt --model resnet18 --no-pretrained --epochs 8 --batch-size 4 \
   --lr 1e-3 --workers 0 --out runs/masked
-medchallenge panda predict --checkpoint runs/masked/best.pt --mask-model runs/unet/best.pt --out submission.csv
-medchallenge panda evaluate --predictions submission.csv --truth answers/test_labels.csv
-echo "PANDA segmentation outputs: $OUT/{runs/unet,pred_masks/overlays,runs/masked,submission.csv}"
+medchallenge panda predict --checkpoint runs/masked/best.pt --mask-model runs/unet/best.pt --out predictions
+medchallenge panda evaluate --predictions predictions --truth answers/test_labels.csv --out evaluation
+echo "PANDA segmentation outputs: $OUT/{runs/unet,pred_masks/overlays,runs/masked,predictions/submission.csv,evaluation}"

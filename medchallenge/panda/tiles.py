@@ -170,6 +170,24 @@ def _read_tile(slide: SlideReader, level: int, x: int, y: int, tile: int, fill: 
     return slide.read_region(int(round(x * ds)), int(round(y * ds)), level, tile, tile, fill=fill)
 
 
+def _candidates(slide: SlideReader, level: int, tile_size: int, grid: Grid, inside: np.ndarray,
+                keep: int) -> np.ndarray:
+    """Grid indices to read exactly: the ``keep`` best estimates from a coarser level and every tile
+    within :data:`CANDIDATE_MARGIN` of the last of them (all tiles inside when there is no coarser
+    level, or when the selection reaches near-white tiles)."""
+    coarse = _coarse_level(slide, level, tile_size)
+    if coarse is None:
+        return np.flatnonzero(inside)
+    estimate = _estimate_means(slide, level, coarse, grid)
+    order = np.argsort(estimate, kind="stable")
+    nth = estimate[order[keep - 1]]
+    if nth >= TISSUE_MEAN:  # the selection reaches near-white tiles: rank them all exactly
+        return np.flatnonzero(inside)
+    near = np.flatnonzero(estimate <= nth + CANDIDATE_MARGIN)
+    candidates = np.union1d(order[:keep], near)
+    return candidates[inside[candidates]]
+
+
 def tile_slide(
     slide_file: Path,
     level: int = 1,
@@ -198,20 +216,8 @@ def tile_slide(
         white_sum = 255 * tile_size * tile_size * 3
         sums = np.full(n_grid, np.iinfo(np.int64).max, dtype=np.int64)
         sums[~inside] = white_sum
-        coarse = _coarse_level(slide, level, tile_size)
         keep = min(n_tiles, n_grid)
-        if coarse is None:
-            candidates = np.flatnonzero(inside)
-        else:
-            estimate = _estimate_means(slide, level, coarse, grid)
-            order = np.argsort(estimate, kind="stable")
-            nth = estimate[order[keep - 1]]
-            if nth >= TISSUE_MEAN:  # the selection reaches near-white tiles: rank them all exactly
-                candidates = np.flatnonzero(inside)
-            else:
-                near = np.flatnonzero(estimate <= nth + CANDIDATE_MARGIN)
-                candidates = np.union1d(order[:keep], near)
-                candidates = candidates[inside[candidates]]
+        candidates = _candidates(slide, level, tile_size, grid, inside, keep)
         cache: dict[int, np.ndarray] = {}
         for i in np.sort(candidates):  # row-major, so neighbouring reads share decoded TIFF tiles
             pixels = _read_tile(slide, level, int(xs_l[i]), int(ys_l[i]), tile_size, 255)
