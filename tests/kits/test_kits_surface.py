@@ -137,8 +137,13 @@ def test_patch_larger_than_slices_warns(cache: Path, tmp_path: Path, capsys: pyt
     config = TrainConfig(out=tmp_path / "run", device="cpu", workers=0, scheduler="none")
     KitsTrainer(config, KitsOptions(cache=cache, depth=2, patch_size=64))
     assert "--patch-size 64 is larger than the cached slices (smallest 32×32 px)" in capsys.readouterr().err
-    KitsTrainer(config, KitsOptions(cache=cache, depth=2, patch_size=32))
+    trainer = KitsTrainer(config, KitsOptions(cache=cache, depth=2, width=4, patch_size=32))
     assert "larger than the cached slices" not in capsys.readouterr().err
+    # the default build_model builds model_spec() through the KiTS registry
+    assert trainer.model_spec() == unet_spec(depth=2, width=4)
+    model = trainer.build_model()
+    assert (model.depth, sum(p.numel() for p in model.parameters())) == (
+        2, sum(p.numel() for p in MODELS.build(unet_spec(depth=2, width=4)).parameters()))
 
 
 def test_model_round_trips_through_its_spec(checkpoint: Path) -> None:
