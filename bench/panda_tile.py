@@ -122,15 +122,16 @@ def main() -> None:
                            for a, b in zip(ours["positions"], ref["positions"])])
 
         # loading speed of a cache of the same slides
-        from medchallenge.panda.tiles import TileCache, _save_slide, tile_slide  # noqa: PLC0415
+        from medchallenge.core.cache import CacheDir  # noqa: PLC0415
+        from medchallenge.panda.tiles import CACHE_KIND, TileCache, _save_slide, tile_slide  # noqa: PLC0415
 
         cache_dir = Path(tmp) / "cache"
         (cache_dir / "slides").mkdir(parents=True)
         ids = []
         for i, s in enumerate(slides):
-            _save_slide(cache_dir / "slides" / f"s{i}.npz", tile_slide(s, 1, args.n_tiles, args.tile))
-            ids.append(f"s{i}")
-        (cache_dir / "meta.json").write_text("{}")
+            _save_slide(cache_dir / "slides" / f"{i:032x}.npz", tile_slide(s, 1, args.n_tiles, args.tile))
+            ids.append(f"{i:032x}")  # the cache accepts PANDA ids only (32 lowercase hex)
+        CacheDir(cache_dir, CACHE_KIND).open_for_writing({"level": 1, "n_tiles": args.n_tiles, "tile_size": args.tile})
         (cache_dir / "index.csv").write_text("image_id\n" + "\n".join(ids) + "\n")
         cache = TileCache(cache_dir)
         t = time.perf_counter()
