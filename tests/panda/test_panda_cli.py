@@ -232,6 +232,19 @@ def test_prepare_model_loads_imagenet_weights(tmp_path: Path) -> None:
     load_pretrained(model, "resnet18", file)
     torch.testing.assert_close(model.backbone.layer1[0].conv1.weight, imagenet["layer1.0.conv1.weight"])
     torch.testing.assert_close(model.backbone.conv1.weight[:, :3], imagenet["conv1.weight"])
+    # the trainer's hook does it (and only when asked: --no-pretrained keeps the random weights)
+    from types import SimpleNamespace
+
+    from medchallenge.panda.train import PandaOptions, PandaTrainer
+
+    fresh = MODELS.build({"name": "classifier", "kwargs": {"arch": "resnet18"}})
+    before = fresh.backbone.layer1[0].conv1.weight.clone()
+    PandaTrainer.prepare_model(SimpleNamespace(options=PandaOptions(cache=tmp_path, arch="resnet18",
+                                                                     pretrained=False)), fresh)
+    torch.testing.assert_close(fresh.backbone.layer1[0].conv1.weight, before)
+    PandaTrainer.prepare_model(SimpleNamespace(options=PandaOptions(cache=tmp_path, arch="resnet18", weights=file)),
+                               fresh)
+    torch.testing.assert_close(fresh.backbone.layer1[0].conv1.weight, imagenet["layer1.0.conv1.weight"])
 
 
 def test_cache_and_mask_folder_indexes_refuse_bad_ids(small: Path, tmp_path: Path) -> None:
