@@ -17,9 +17,10 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from medchallenge.brats.models import InputCascadeCNN, TwoPathCNN
-from medchallenge.brats.train import extract_patch, segment_slices
 from medchallenge.core.device import amp_dtype, autocast, resolve_device
+from medchallenge.havaei.inference import segment_slices
+from medchallenge.havaei.models import InputCascadeCNN, TwoPathCNN
+from medchallenge.havaei.trainer import extract_patch
 
 
 def main() -> None:

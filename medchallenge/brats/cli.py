@@ -1,82 +1,66 @@
 """``medchallenge brats``: sample, tile, train (phases 1 and 2), predict, evaluate (WT/TC/ET Dice)."""
 
-from __future__ import annotations
 
-import time
+import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
-    AmpOpt,
     BatchSizeOpt,
     CheckpointOpt,
-    DataOpt,
     DeviceOpt,
-    EpochsOpt,
     JsonOpt,
-    LrOpt,
-    OutOpt,
     OverwriteOpt,
     PartOpt,
-    ResumeOpt,
     SeedOpt,
     WorkersOpt,
     challenge_app,
     report_errors,
 )
+from medchallenge.havaei.options import (
+    DATA,
+    ENGINE_DEFAULTS,
+    UNSUPPORTED,
+    Architecture,
+    CacheOpt,
+    DropoutOpt,
+    L1Opt,
+    LrDecayOpt,
+    ModelOpt,
+    MomentumEndOpt,
+    MomentumStartOpt,
+    PatchesOpt,
+    PhaseOpt,
+    RunOutOpt,
+    ValMaxOpt,
+    expose_engine_hints,
+)
 
 app = challenge_app("BraTS brain-tumour segmentation with TwoPathCNN / InputCascadeCNN (Dice of WT, TC, ET).")
 
-ModelOpt = Annotated[str, typer.Option("--model", help="twopath or inputcascade.")]
-PhaseOpt = Annotated[int, typer.Option("--phase", help="1: equiprobable labels; 2: natural, only the output layer trains.")]
-FromOpt = Annotated[Optional[Path], typer.Option("--from", help="Checkpoint to start from (phase 2: the phase-1 best.pt).")]
-PatchesOpt = Annotated[int, typer.Option("--patches-per-epoch", min=1, help="Random patches per epoch.")]
-MomentumStartOpt = Annotated[float, typer.Option("--momentum-start", help="SGD momentum at the first epoch.")]
-MomentumEndOpt = Annotated[float, typer.Option("--momentum-end", help="SGD momentum at the last epoch.")]
-LrDecayOpt = Annotated[float, typer.Option("--lr-decay", help="Learning-rate factor per epoch.")]
-DropoutOpt = Annotated[float, typer.Option("--dropout", help="Dropout before the output layer.")]
-L1Opt = Annotated[float, typer.Option("--l1", help="L1 penalty on the weights.")]
-L2Opt = Annotated[float, typer.Option("--l2", help="L2 penalty (weight decay).")]
-ClipOpt = Annotated[float, typer.Option("--grad-clip", help="Gradient norm clip (0: off).")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder of BraTS case folders.", rich_help_panel=DATA)]
+FromOpt = Annotated[Optional[Path], typer.Option("--from", rich_help_panel="Model",
+                                                 help="BraTS checkpoint to start from (phase 2: the phase-1 best.pt).")]
+EvalOutOpt = Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")]
 
 
-def train_command(challenge: str, cache: Path, out: Path | None, model: str, phase: int, from_checkpoint: Path | None,
-                  epochs: int, batch_size: int, lr: float, patches_per_epoch: int, momentum_start: float,
-                  momentum_end: float, lr_decay: float, dropout: float, l1: float, l2: float, grad_clip: float,
-                  device: str, workers: int, seed: int, amp: bool, resume: bool, **extra: object) -> dict:
-    """The shared body of ``brats train`` and ``lits train``."""
-    from medchallenge.core.engine import TrainConfig
-
-    out = out or Path("runs") / f"{model}-phase{phase}-{time.strftime('%Y%m%d-%H%M%S')}"
-    config = TrainConfig(out=out, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=l2,
-                         grad_clip=grad_clip or None, device=device, workers=workers, seed=seed, amp=amp,
-                         resume=resume)
-    if challenge == "brats":
-        from medchallenge.brats.train import HavaeiOptions, HavaeiTrainer
-
-        trainer = HavaeiTrainer(config, HavaeiOptions(cache, model, phase, from_checkpoint, patches_per_epoch, dropout,
-                                                      2, l1, momentum_start, momentum_end, lr_decay))
-    else:
-        from medchallenge.lits.train import LitsOptions, LitsTrainer
-
-        trainer = LitsTrainer(config, LitsOptions(cache, model, phase, from_checkpoint, patches_per_epoch, dropout, 2,
-                                                  l1, momentum_start, momentum_end, lr_decay,
-                                                  transfer=str(extra["transfer"])))
-    result = trainer.fit()
-    typer.echo(f"best validation mean Dice {result['best']['mean_dice']}: {out / 'best.pt'}", err=True)
-    return result
+class Ablation(str, enum.Enum):
+    local = "local"
+    global_ = "global"
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--slices": "n_slices"})
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("brats-sample"),
     n_cases: Annotated[int, typer.Option("--n-cases", min=3, help="Cases (train + test).")] = 10,
     size: Annotated[int, typer.Option("--size", min=32, help="In-plane size, px.")] = 48,
-    n_slices: Annotated[int, typer.Option("--slices", min=1, help="Axial slices.")] = 10,
+    n_slices: Annotated[int, typer.Option("--n-slices", min=1, help="Axial slices.")] = 10,
     seed: SeedOpt = 0,
 ) -> None:
     """Write synthetic BraTS cases (2021 naming flair, t1, t1ce, t2, seg); test segmentations in answers/.
@@ -92,48 +76,51 @@ def sample(
 
 @app.command()
 @report_errors
-def tile(data: DataOpt = Path("."), out: OutOpt = None, workers: WorkersOpt = 0, part: PartOpt = None,
-         overwrite: OverwriteOpt = False) -> None:
+@deprecated_aliases({"--out": "cache"})
+def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache", help="Patch cache to write.")]
+         = Path("patches"), workers: WorkersOpt = 0, part: PartOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Normalise volumes (1st/99th percentile clip, z-score per channel) and index patch centres per label (./patches).
 
     Example: medchallenge brats tile --workers 4
     """
     from medchallenge.brats.preprocess import tile_brats
 
-    tile_brats(data, out or Path("patches"), workers, part, overwrite)
+    tile_brats(data, cache, workers, part, overwrite)
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--l2": "weight_decay"})
+@expose_engine_hints
+@engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
 def train(
-    cache: Annotated[Path, typer.Option("--cache", help="Patch cache from `brats tile`.")] = Path("patches"),
-    out: OutOpt = None,
-    model: ModelOpt = "twopath",
+    cache: CacheOpt = Path("patches"),
+    out: RunOutOpt = None,
+    model: ModelOpt = Architecture.twopath,
     phase: PhaseOpt = 1,
     from_checkpoint: FromOpt = None,
-    epochs: EpochsOpt = 10,
-    batch_size: BatchSizeOpt = 128,
-    lr: LrOpt = 0.005,
     patches_per_epoch: PatchesOpt = 10_000,
+    val_max_cases: ValMaxOpt = 4,
     momentum_start: MomentumStartOpt = 0.5,
     momentum_end: MomentumEndOpt = 0.9,
     lr_decay: LrDecayOpt = 0.9,
     dropout: DropoutOpt = 0.2,
     l1: L1Opt = 1e-6,
-    l2: L2Opt = 1e-4,
-    grad_clip: ClipOpt = 1.0,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
-    seed: SeedOpt = 0,
-    amp: AmpOpt = True,
-    resume: ResumeOpt = False,
+    *,
+    engine: EngineFlags,
 ) -> None:
     """Train on patches: phase 1 equiprobable, phase 2 (--from) natural with only the output layer (./runs/...).
 
     Example: medchallenge brats train --model twopath --phase 1 ; medchallenge brats train --phase 2 --from runs/twopath-phase1-*/best.pt
     """
-    train_command("brats", cache, out, model, phase, from_checkpoint, epochs, batch_size, lr, patches_per_epoch,
-                  momentum_start, momentum_end, lr_decay, dropout, l1, l2, grad_clip, device, workers, seed, amp, resume)
+    from medchallenge.brats.train import BratsTrainer, HavaeiOptions
+    from medchallenge.core.runs import default_run_dir
+
+    out = out or default_run_dir(f"{model.value}-phase{phase}")
+    options = HavaeiOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
+                            momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases)
+    result = BratsTrainer(engine.config(out), options).fit()
+    typer.echo(f"best validation mean Dice {result['best']['mean_dice']}: {out / 'best.pt'}", err=True)
 
 
 @app.command()
@@ -162,41 +149,58 @@ def predict(
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="Folder of <case>/<case>_seg.nii[.gz] (2021) or <case>/<case>-seg.nii.gz (2023).")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of <case>.nii.gz.")] = Path("predictions"),
-    ablate: Annotated[Optional[str], typer.Option("--ablate", help="local or global: remove that path at test time and report the drop (needs --checkpoint, --data).")] = None,
+    out: EvalOutOpt = Path("evaluation"),
+    ablate: Annotated[Optional[Ablation], typer.Option("--ablate", help="Remove that path at test time and report the drop (needs --checkpoint, --data).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Model for --ablate.")] = None,
     data: DataOpt = Path("."),
+    device: DeviceOpt = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Dice of whole tumour, tumour core and enhancing tumour (2021 labels {1,2,4}, {1,4}, {4}; 2023 {1,2,3}, {1,3}, {3}).
 
+    Writes metrics.json, cases.csv and dice_per_region.png into --out (default ./evaluation).
     Example: medchallenge brats evaluate --predictions predictions --truth answers --json
     """
-    from medchallenge.brats.predict import ablation_study, evaluate_brats
-    from medchallenge.core.console import out_console
-    from medchallenge.core.errors import OptionError
-
     if ablate is not None:
-        if checkpoint is None:
-            raise OptionError("--ablate needs --checkpoint (and --data with the images)")
-        study = ablation_study(checkpoint, data, truth, ablate)
-        if as_json:
-            typer.echo(dumps_json(study))
-        else:
-            for key in ("wt_dice", "tc_dice", "et_dice"):
-                v = study[key]
-                out_console.print(f"{key}: intact {v['intact']:.4f}, without the {ablate} path {v['ablated']:.4f}"
-                                  f" (drop {v['drop']:.4f})")
+        _ablate(ablate.value, checkpoint, data, truth, out, device, as_json)
         return
-    result = evaluate_brats(predictions, truth)
+    from medchallenge.brats.predict import evaluate_brats
+    from medchallenge.core.console import out_console
+    from medchallenge.core.report import write_report
+
+    report = evaluate_brats(predictions, truth)
+    write_report(report, out)
     if as_json:
-        typer.echo(dumps_json(result))
+        typer.echo(dumps_json(report.to_json()))
         return
     from rich.table import Table
 
     table = Table(title=f"BraTS: {predictions} vs {truth}")
     for column in ("case", "WT", "TC", "ET"):
         table.add_column(column)
-    for row in result["cases"]:
+    for row in report.summary["cases"]:
         table.add_row(row["case"], *(f"{row[k]:.4f}" for k in ("wt_dice", "tc_dice", "et_dice")))
-    table.add_row("mean", *(f"{result[k]:.4f}" for k in ("wt_dice", "tc_dice", "et_dice")))
+    table.add_row("mean", *(f"{report.summary[k]:.4f}" for k in ("wt_dice", "tc_dice", "et_dice")))
     out_console.print(table)
+
+
+def _ablate(path_name: str, checkpoint: Path | None, data: Path, truth: Path, out: Path, device: str,
+            as_json: bool) -> None:
+    """``evaluate --ablate``: intact against ablated scores, printed and written to OUT/ablation.json."""
+    from medchallenge.brats.predict import ablation_study
+    from medchallenge.core.console import out_console
+    from medchallenge.core.errors import OptionError
+    from medchallenge.core.io import write_json
+
+    if checkpoint is None:
+        raise OptionError("--ablate needs --checkpoint (and --data with the images)")
+    study = ablation_study(checkpoint, data, truth, path_name, device)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "ablation.json", study)
+    if as_json:
+        typer.echo(dumps_json(study))
+        return
+    for key in ("wt_dice", "tc_dice", "et_dice"):
+        v = study[key]
+        out_console.print(f"{key}: intact {v['intact']:.4f}, without the {path_name} path {v['ablated']:.4f}"
+                          f" (drop {v['drop']:.4f})")

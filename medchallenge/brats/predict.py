@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from medchallenge.brats.data import (
@@ -18,40 +20,39 @@ from medchallenge.brats.data import (
     read_labels,
 )
 from medchallenge.brats.metrics import region_dice
-from medchallenge.brats.models import build_model
-from medchallenge.brats.patches import body_mask, normalise_brats
-from medchallenge.brats.train import segment_slices
+from medchallenge.brats.models import MODELS, N_CLASSES
+from medchallenge.brats.preprocess import normalise_brats
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_checkpoint, load_state_dict_checked
+from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
+from medchallenge.core.io import atomic_path
 from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
-
-MODELS = ["twopath", "inputcascade"]
-
-
-def load_model(checkpoint: Path, challenge: str, device: torch.device, in_channels: int) -> tuple[torch.nn.Module, dict]:
-    """Model (eval, on ``device``) and checkpoint of ``challenge``; the input channels must match."""
-    state = load_checkpoint(checkpoint, challenge=challenge, models=MODELS)
-    if state["model"]["kwargs"]["in_channels"] != in_channels:
-        raise DataError(checkpoint, f"model takes {state['model']['kwargs']['in_channels']} input channel(s),"
-                                    f" the data has {in_channels}")
-    model = build_model(state["model"])
-    load_state_dict_checked(model, state["state_dict"], checkpoint)
-    return model.to(device).eval(), state
+from medchallenge.core.report import EvaluationReport
+from medchallenge.havaei.inference import segment_slices
+from medchallenge.havaei.patches import body_mask
 
 
-def segment_case(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 8) -> np.ndarray:
-    """Class indices S×H×W (uint8, {0,1,2,4}) of raw C×S×H×W modalities, 0 outside the brain.
+def load_brats_model(checkpoint: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A BraTS model (eval, on ``device``) taking the four modalities, and its checkpoint."""
+    return load_model(checkpoint, MODELS, challenge="brats", expect={"in_channels": len(MODALITIES),
+                                                                     "num_classes": N_CLASSES},
+                      map_location=device)
+
+
+def segment_case(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 8,
+                 convention: str = "brats2021") -> np.ndarray:
+    """Labels S×H×W (uint8) of ``convention`` of raw C×S×H×W modalities, 0 outside the brain.
 
     The model only ever saw brain voxels in training (patch centres lie in the brain), so its
     calls where every modality is zero are meaningless; every BraTS pipeline masks them out.
     """
     normalised, _ = normalise_brats(images)
-    classes = segment_slices(model, normalised, device, batch_size, amp_dtype(device), list(LABEL_VALUES))
-    classes[~body_mask(images)] = 0
-    return classes
+    lut = classes_to_labels(np.arange(N_CLASSES), convention).tolist()  # class index → the input's label value
+    labels = segment_slices(model, normalised, device, batch_size, amp_dtype(device), list(LABEL_VALUES), lut)
+    labels[~body_mask(images)] = 0
+    return labels
 
 
 def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 8,
@@ -59,7 +60,7 @@ def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto",
     """Write ``<case>.nii.gz`` on the input grid for every case, labels in the case's convention
     ({0,1,2,4} for the 2021 naming, {0,1,2,3} for the 2023 naming), background outside the brain."""
     dev = resolve_device(device)
-    model, _ = load_model(checkpoint, "brats", dev, len(MODALITIES))
+    model, _ = load_brats_model(checkpoint, dev)
     written = []
     cases = select_part(find_cases(data), part)
     for case in console.track(cases, "predict", total=len(cases)):
@@ -67,11 +68,14 @@ def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto",
         if target.exists() and not overwrite:
             continue
         images, reference, _ = read_case(case, with_labels=False)
-        labels = classes_to_labels(segment_case(model, images, dev, batch_size), case.convention)
+        labels = segment_case(model, images, dev, batch_size, case.convention)
         write_volume(target, reference.from_axial_first(labels), reference.geometry)
         written.append(target)
     console.log(f"wrote {len(written)} prediction(s) to {out}")
     return written
+
+
+REGION_KEYS = ("wt_dice", "tc_dice", "et_dice")
 
 
 def _prediction_file(predictions: Path, name: str) -> Path:
@@ -82,8 +86,9 @@ def _prediction_file(predictions: Path, name: str) -> Path:
     raise DataError(Path(predictions) / f"{name}.nii.gz", f"prediction missing for case {name}")
 
 
-def evaluate_brats(predictions: Path, truth: Path) -> dict[str, Any]:
-    """Dice of WT, TC, ET per case (each case with its convention's regions) and their means.
+def evaluate_brats(predictions: Path, truth: Path) -> EvaluationReport:
+    """Dice of WT, TC, ET per case (each case with its convention's regions) and their means; the
+    score is the mean of the three.
 
     Every truth case needs a prediction; prediction and truth labels must be those of the truth's
     convention (a stray label is an error, never background).
@@ -98,8 +103,34 @@ def evaluate_brats(predictions: Path, truth: Path) -> dict[str, Any]:
         if gt.shape != pred.shape:
             raise DataError(pred_file, f"shape {pred.shape} differs from the truth's {gt.shape}")
         rows.append({"case": name, "convention": convention, **region_dice(pred, gt, convention)})
-    return {**{k: float(sum(r[k] for r in rows) / len(rows)) for k in ("wt_dice", "tc_dice", "et_dice")},
-            "n": len(rows), "cases": rows}
+    means = {k: float(sum(r[k] for r in rows) / len(rows)) for k in REGION_KEYS}
+    return EvaluationReport("brats", "mean Dice of WT, TC and ET", float(np.mean(list(means.values()))), len(rows),
+                            summary={**means, "cases": rows}, cases=pd.DataFrame(rows), plots=_plots(rows))
+
+
+def _plots(rows: list[dict[str, Any]]) -> Callable[[Path], None]:
+    """Per-case Dice of each region (a box per region with the cases as points)."""
+
+    def draw(folder: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 4))
+        values = [[r[k] for r in rows] for k in REGION_KEYS]
+        ax.boxplot(values, tick_labels=["WT", "TC", "ET"])
+        for i, v in enumerate(values, start=1):
+            ax.scatter([i] * len(v), v, s=10, alpha=0.6)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("Dice")
+        ax.set_title(f"BraTS per-case Dice (n={len(rows)})")
+        fig.tight_layout()
+        with atomic_path(Path(folder) / "dice_per_region.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+
+    return draw
 
 
 def ablation_study(checkpoint: Path, data: Path, truth: Path, path_name: str, device: str = "auto",
@@ -112,7 +143,7 @@ def ablation_study(checkpoint: Path, data: Path, truth: Path, path_name: str, de
     if path_name not in ("local", "global"):
         raise OptionError(f"--ablate {path_name}: expected local or global")
     dev = resolve_device(device)
-    model, _ = load_model(checkpoint, "brats", dev, len(MODALITIES))
+    model, _ = load_brats_model(checkpoint, dev)
     nets = [model.first, model.second] if hasattr(model, "second") else [model]
     truths = find_truth(truth)
     cases = [c for c in find_cases(data) if c.name in truths]
@@ -129,12 +160,12 @@ def ablation_study(checkpoint: Path, data: Path, truth: Path, path_name: str, de
                 for net in nets:
                     module = net.local_path if path_name == "local" else net.global_path
                     hooks.append(module.register_forward_hook(lambda _m, _i, out: torch.zeros_like(out)))
-            pred = classes_to_labels(segment_case(model, images, dev, batch_size), convention)
+            pred = segment_case(model, images, dev, batch_size, convention)
             for hook in hooks:
                 hook.remove()
             scores[mode].append(region_dice(pred, gt, convention))
     result: dict[str, Any] = {"ablate": path_name, "n": len(cases)}
-    for key in ("wt_dice", "tc_dice", "et_dice"):
+    for key in REGION_KEYS:
         intact = float(np.mean([s[key] for s in scores["intact"]]))
         ablated = float(np.mean([s[key] for s in scores["ablated"]]))
         result[key] = {"intact": intact, "ablated": ablated, "drop": intact - ablated}

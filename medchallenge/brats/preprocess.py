@@ -1,60 +1,93 @@
-"""BraTS preprocessing into the patch cache (see :mod:`medchallenge.brats.patches`)."""
+"""``brats tile``: per-volume normalisation into the patch cache (:mod:`medchallenge.havaei.patches`).
+
+Normalisation (per volume, per channel): clip to the 1st and 99th percentiles of the brain
+(non-zero) voxels, then z-score over the brain; the background stays 0. The statistics go to
+``stats/<case>.json``. The cache holds one label convention, recorded in its settings.
+"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from medchallenge.brats.data import CONVENTIONS, MODALITIES, BratsCase, find_cases, read_case
-from medchallenge.brats.patches import body_mask, normalise_brats, run_cases, write_case
+import numpy as np
+
+from medchallenge.brats.data import CONVENTIONS, MODALITIES, BratsCase, Convention, find_cases, read_case
+from medchallenge.brats.models import N_CLASSES
+from medchallenge.core.cache import CacheDir
 from medchallenge.core.errors import DataError
+from medchallenge.havaei.patches import body_mask, run_cases, write_case
 
-N_CLASSES = 5  # class index = BraTS 2021 label value (3 unused); 2023 labels are mapped onto them
-
-
-def _job(args: tuple[BratsCase, Path]) -> dict[str, Any]:
-    case, out = args
-    images, _, labels = read_case(case)
-    assert labels is not None
-    normalised, stats = normalise_brats(images)
-    write_case(out, case.name, normalised, labels, body_mask(images), N_CLASSES)
-    return stats
+CACHE_KIND = "brats-patches"
+NORMALISATION = "per volume: clip 1st/99th percentile, z-score"
 
 
-def tile_brats(data: Path, out: Path, workers: int = 0, part: str | None = None, overwrite: bool = False) -> dict:
-    """Normalise every labelled case and index its voxels by class.
+def normalise_brats(images: np.ndarray) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Per-channel percentile clip + z-score over the brain (any non-zero channel). C×S×H×W float32."""
+    brain = (images != 0).any(axis=0)
+    out = np.zeros_like(images, dtype=np.float32)
+    stats: dict[str, list[float]] = {"p1": [], "p99": [], "mean": [], "std": []}
+    for k, channel in enumerate(images):
+        values = channel[brain]
+        if values.size == 0:
+            for key in stats:
+                stats[key].append(0.0)
+            continue
+        lo, hi = np.percentile(values, [1, 99])
+        clipped = np.clip(values, lo, hi)
+        mean, std = float(clipped.mean()), float(clipped.std()) + 1e-6
+        out[k][brain] = (clipped - mean) / std
+        for key, v in zip(stats, (lo, hi, mean, std)):
+            stats[key].append(float(v))
+    return out, stats
 
-    The cache holds one label convention (recorded in meta.json as ``convention``, with its
-    label values and the model class of each): a dataset mixing the 2021 and 2023 namings is
-    an error, and so is adding cases of the other convention to an existing cache.
-    """
-    cases = [c for c in find_cases(data) if c.segmentation is not None]
-    if not cases:
-        raise DataError(data, "no case with a <case>_seg.nii[.gz] (or <case>-seg.nii.gz) to train on")
+
+def cache_settings(convention: Convention) -> dict[str, Any]:
+    """What the cache's content depends on (a change is refused unless --overwrite)."""
+    return {"convention": convention.name, "channels": list(MODALITIES), "files": list(convention.files),
+            "class_values": list(range(N_CLASSES)), "label_values": list(convention.labels),
+            "class_of_label": {str(k): v for k, v in convention.class_of_label.items()},
+            "normalisation": NORMALISATION}
+
+
+def _convention_of(cases: list[BratsCase], data: Path) -> Convention:
     conventions = sorted({c.convention for c in cases})
     if len(conventions) > 1:
         example = {c.convention: c.name for c in cases}
         raise DataError(data, "cases in both the 2021 and the 2023 naming (e.g. "
                               f"{example['brats2021']} and {example['brats2023']}): tile them into separate caches")
-    convention = CONVENTIONS[conventions[0]]
-    old = Path(out) / "meta.json"
-    if old.is_file() and json.loads(old.read_text()).get("convention", "brats2021") != convention.name:
-        raise DataError(old, f"a cache of another label convention; these cases are {convention.name}")
+    return CONVENTIONS[conventions[0]]
+
+
+def tile_brats(data: Path, out: Path, workers: int = 0, part: str | None = None, overwrite: bool = False) -> list[str]:
+    """Normalise every labelled case and index its voxels by class; returns the cases done.
+
+    A dataset mixing the 2021 and 2023 namings is an error, and so is adding cases of the other
+    convention to an existing cache — even with ``--overwrite``, which redoes only this run's
+    cases and would leave a cache of two conventions.
+    """
+    cases = [c for c in find_cases(data) if c.segmentation is not None]
+    if not cases:
+        raise DataError(data, "no case with a <case>_seg.nii[.gz] (or <case>-seg.nii.gz) to train on")
+    convention = _convention_of(cases, Path(data))
+    store = CacheDir(out, CACHE_KIND)
+    if store.meta_file.is_file() and store.settings().get("convention") != convention.name:
+        raise DataError(store.meta_file, f"a cache of another label convention"
+                                         f" ({store.settings().get('convention')}); these cases are {convention.name}")
+    store.open_for_writing(cache_settings(convention), overwrite)
     by_name = {c.name: c for c in cases}
-    meta = {"challenge": "brats", "convention": convention.name, "channels": list(MODALITIES),
-            "files": list(convention.files), "class_values": list(range(N_CLASSES)),
-            "label_values": list(convention.labels),
-            "class_of_label": {str(k): v for k, v in convention.class_of_label.items()},
-            "normalisation": "per volume: clip 1st/99th percentile, z-score"}
-    return run_cases(out, list(by_name), _Job(by_name, Path(out)), meta, workers, part, overwrite)
+    return run_cases(store, list(by_name), _Job(by_name, Path(out)), workers, part, overwrite)
 
 
 class _Job:
-    """Picklable job for the process pool."""
+    """Picklable job for the process pool: one case into the cache."""
 
     def __init__(self, cases: dict[str, BratsCase], out: Path) -> None:
         self.cases, self.out = cases, out
 
     def __call__(self, name: str) -> dict[str, Any]:
-        return _job((self.cases[name], self.out))
+        images, _, labels = read_case(self.cases[name])
+        assert labels is not None
+        normalised, stats = normalise_brats(images)
+        write_case(self.out, name, normalised, labels, body_mask(images), N_CLASSES)
+        return stats

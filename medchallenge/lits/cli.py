@@ -1,47 +1,58 @@
 """``medchallenge lits``: sample, tile, train (transfer from brats), predict, evaluate (liver/tumour Dice)."""
 
-from __future__ import annotations
 
+import enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.brats.cli import (
-    ClipOpt,
+from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
+from medchallenge.core.jsonio import dumps_json
+from medchallenge.core.options import (
+    BatchSizeOpt,
+    CheckpointOpt,
+    DeviceOpt,
+    JsonOpt,
+    OverwriteOpt,
+    PartOpt,
+    SeedOpt,
+    WorkersOpt,
+    challenge_app,
+    report_errors,
+)
+from medchallenge.havaei.options import (
+    DATA,
+    ENGINE_DEFAULTS,
+    MODEL,
+    UNSUPPORTED,
+    Architecture,
+    CacheOpt,
     DropoutOpt,
-    FromOpt,
     L1Opt,
-    L2Opt,
     LrDecayOpt,
     ModelOpt,
     MomentumEndOpt,
     MomentumStartOpt,
     PatchesOpt,
     PhaseOpt,
-    train_command,
-)
-from medchallenge.core.jsonio import dumps_json
-from medchallenge.core.options import (
-    AmpOpt,
-    BatchSizeOpt,
-    CheckpointOpt,
-    DataOpt,
-    DeviceOpt,
-    EpochsOpt,
-    JsonOpt,
-    LrOpt,
-    OutOpt,
-    OverwriteOpt,
-    PartOpt,
-    ResumeOpt,
-    SeedOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
+    RunOutOpt,
+    ValMaxOpt,
+    expose_engine_hints,
 )
 
 app = challenge_app("LiTS liver-tumour CT segmentation by transfer from brats (liver and tumour Dice).")
+
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder of volume-N.nii (and segmentation-N.nii).",
+                                       rich_help_panel=DATA)]
+
+
+class Transfer(str, enum.Enum):
+    local = "local"
+    global_ = "global"
+    both = "both"
+    e2e = "e2e"
+    none = "none"
 
 
 @app.command()
@@ -50,6 +61,7 @@ def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("lits-sample"),
     n_cases: Annotated[int, typer.Option("--n-cases", min=3, help="Volumes (train + test).")] = 8,
     size: Annotated[int, typer.Option("--size", min=32, help="In-plane size, px.")] = 48,
+    n_slices: Annotated[int, typer.Option("--n-slices", min=1, help="Axial slices.")] = 8,
     seed: SeedOpt = 0,
 ) -> None:
     """Write synthetic volume-N.nii / segmentation-N.nii / test-volume-N.nii (+ answers/).
@@ -59,56 +71,61 @@ def sample(
     from medchallenge.core.console import log
     from medchallenge.lits.sample import write_sample_dataset
 
-    counts = write_sample_dataset(out, n_cases, size, seed=seed)
+    counts = write_sample_dataset(out, n_cases, size, n_slices, seed=seed)
     log(f"wrote {counts['train']} training and {counts['test']} test volume(s) to {out}")
 
 
 @app.command()
 @report_errors
-def tile(data: DataOpt = Path("."), out: OutOpt = None, workers: WorkersOpt = 0, part: PartOpt = None,
-         overwrite: OverwriteOpt = False) -> None:
+@deprecated_aliases({"--out": "cache"})
+def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache", help="Patch cache to write.")]
+         = Path("patches"), workers: WorkersOpt = 0, part: PartOpt = None, overwrite: OverwriteOpt = False) -> None:
     """Window and scale HU, index patch centres per label (./patches).
 
     Example: medchallenge lits tile
     """
-    from medchallenge.lits.train import tile_lits
+    from medchallenge.lits.preprocess import tile_lits
 
-    tile_lits(data, out or Path("patches"), workers, part, overwrite)
+    tile_lits(data, cache, workers, part, overwrite)
 
 
 @app.command()
 @report_errors
+@deprecated_aliases({"--l2": "weight_decay"})
+@expose_engine_hints
+@engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
 def train(
-    cache: Annotated[Path, typer.Option("--cache", help="Patch cache from `lits tile`.")] = Path("patches"),
-    out: OutOpt = None,
-    from_checkpoint: FromOpt = None,
-    transfer: Annotated[str, typer.Option("--transfer", help="local, global, both, e2e or none.")] = "both",
-    model: ModelOpt = "twopath",
+    cache: CacheOpt = Path("patches"),
+    out: RunOutOpt = None,
+    from_checkpoint: Annotated[Optional[Path], typer.Option("--from", rich_help_panel=MODEL,
+                                                            help="BraTS (or LiTS) checkpoint to transfer from.")] = None,
+    transfer: Annotated[Transfer, typer.Option("--transfer", rich_help_panel=MODEL,
+                                               help="What trains after the transfer.")] = Transfer.both,
+    model: ModelOpt = Architecture.twopath,
     phase: PhaseOpt = 1,
-    epochs: EpochsOpt = 10,
-    batch_size: BatchSizeOpt = 128,
-    lr: LrOpt = 0.005,
     patches_per_epoch: PatchesOpt = 10_000,
+    val_max_cases: ValMaxOpt = 4,
     momentum_start: MomentumStartOpt = 0.5,
     momentum_end: MomentumEndOpt = 0.9,
     lr_decay: LrDecayOpt = 0.9,
     dropout: DropoutOpt = 0.2,
     l1: L1Opt = 1e-6,
-    l2: L2Opt = 1e-4,
-    grad_clip: ClipOpt = 1.0,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 2,
-    seed: SeedOpt = 0,
-    amp: AmpOpt = True,
-    resume: ResumeOpt = False,
+    *,
+    engine: EngineFlags,
 ) -> None:
     """Train on liver CT patches, transferring a BraTS model (--from BRATS_RUN/best.pt --transfer ...).
 
     Example: medchallenge lits train --from ../brats/runs/twopath-phase2-*/best.pt --transfer both
     """
-    train_command("lits", cache, out, model, phase, from_checkpoint, epochs, batch_size, lr, patches_per_epoch,
-                  momentum_start, momentum_end, lr_decay, dropout, l1, l2, grad_clip, device, workers, seed, amp,
-                  resume, transfer=transfer)
+    from medchallenge.core.runs import default_run_dir
+    from medchallenge.lits.train import LitsOptions, LitsTrainer
+
+    out = out or default_run_dir(f"{model.value}-phase{phase}")
+    options = LitsOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
+                          momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases,
+                          transfer=transfer.value)
+    result = LitsTrainer(engine.config(out), options).fit()
+    typer.echo(f"best validation mean Dice {result['best']['mean_dice']}: {out / 'best.pt'}", err=True)
 
 
 @app.command()
@@ -137,18 +154,22 @@ def predict(
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="Folder of (test-)segmentation-N.nii ground truth.")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of (test-)segmentation-N.nii, one per truth file.")] = Path("predictions"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
     as_json: JsonOpt = False,
 ) -> None:
     """Liver and tumour Dice, per case (mean) and global, as the official LiTS scoring program.
 
+    Writes metrics.json, cases.csv and dice_per_case.png into --out (default ./evaluation).
     Example: medchallenge lits evaluate --predictions predictions --truth answers --json
     """
     from medchallenge.core.console import out_console
+    from medchallenge.core.report import write_report
     from medchallenge.lits.predict import evaluate_lits
 
-    result = evaluate_lits(predictions, truth)
+    report = evaluate_lits(predictions, truth)
+    write_report(report, out)
     if as_json:
-        typer.echo(dumps_json(result))
+        typer.echo(dumps_json(report.to_json()))
         return
     from rich.table import Table
 
@@ -156,7 +177,7 @@ def evaluate(
     for column in ("", "per case", "global"):
         table.add_column(column)
     for organ in ("liver", "tumor"):
-        table.add_row(organ, *(_shown(result[f"{organ}_dice_{kind}"]) for kind in ("per_case", "global")))
+        table.add_row(organ, *(_shown(report.summary[f"{organ}_dice_{kind}"]) for kind in ("per_case", "global")))
     out_console.print(table)
 
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medchallenge.brats.predict import load_model
-from medchallenge.brats.train import segment_slices
+import numpy as np
+import pandas as pd
+
 from medchallenge.core import console
+from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
+from medchallenge.core.io import atomic_path
 from medchallenge.core.nifti import read_volume, write_volume
 from medchallenge.core.parts import select_part
+from medchallenge.core.report import EvaluationReport
+from medchallenge.havaei.inference import segment_slices
 from medchallenge.lits.data import check_label_map, find_cases, find_segmentations, read_ct
 from medchallenge.lits.metrics import LitsScores, lits_case_score
-from medchallenge.lits.train import normalise_ct
+from medchallenge.lits.models import MODELS, N_CLASSES
+from medchallenge.lits.preprocess import normalise_ct
 
 
 def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 8,
@@ -22,7 +29,8 @@ def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", 
     """Write each (test) volume's labels {0,1,2} on its grid under the challenge's submission name:
     ``test-volume-N.nii`` → ``test-segmentation-N.nii``, ``volume-N.nii`` → ``segmentation-N.nii``."""
     dev = resolve_device(device)
-    model, _ = load_model(checkpoint, "lits", dev, 1)
+    model, _ = load_model(checkpoint, MODELS, challenge="lits", expect={"in_channels": 1, "num_classes": N_CLASSES},
+                          map_location=dev)
     cases = [c for c in find_cases(data) if c.test or not test_only]
     if not cases:
         raise DataError(data, "no test-volume-N.nii (use --all for the training volumes)")
@@ -39,7 +47,7 @@ def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", 
     return written
 
 
-def evaluate_lits(predictions: Path, truth: Path) -> dict[str, Any]:
+def evaluate_lits(predictions: Path, truth: Path) -> EvaluationReport:
     """Liver and tumour Dice per case (mean) and global, as the official scoring program
     (:mod:`medchallenge.lits.metrics`).
 
@@ -65,7 +73,34 @@ def evaluate_lits(predictions: Path, truth: Path) -> dict[str, Any]:
         score = lits_case_score(pred, gt)
         scores.add(score)
         rows.append({"case": name, "liver_dice": score.liver_dice, "tumor_dice": score.tumor_dice})
-    return {**scores.summary(), "n": len(rows), "cases": rows}
+    summary = scores.summary()
+    return EvaluationReport("lits", "tumour Dice per case", summary["tumor_dice_per_case"], len(rows),
+                            summary={**summary, "cases": rows}, cases=pd.DataFrame(rows), plots=_plots(rows))
+
+
+def _plots(rows: list[dict[str, Any]]) -> Callable[[Path], None]:
+    """Per-case liver and tumour Dice (a box each, the cases as points)."""
+
+    def draw(folder: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4, 4))
+        values = [[r[k] for r in rows] for k in ("liver_dice", "tumor_dice")]
+        ax.boxplot(values, tick_labels=["liver", "tumour"])
+        for i, v in enumerate(values, start=1):
+            ax.scatter(np.full(len(v), i), v, s=10, alpha=0.6)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("Dice per case")
+        ax.set_title(f"LiTS (n={len(rows)})")
+        fig.tight_layout()
+        with atomic_path(Path(folder) / "dice_per_case.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+
+    return draw
 
 
 def _order(name: str) -> tuple[bool, int]:
