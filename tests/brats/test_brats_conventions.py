@@ -20,10 +20,10 @@ import torch
 from typer.testing import CliRunner
 
 from medchallenge.brats.data import find_cases, read_case
-from medchallenge.brats.models import TwoPathCNN
 from medchallenge.cli import app
 from medchallenge.core.checkpoint import load_checkpoint, save_checkpoint
 from medchallenge.core.nifti import Geometry, write_volume
+from medchallenge.havaei.models import TwoPathCNN
 
 CASE = "BraTS-GLI-00000-000"
 REAL_FILES = {"t1c": "t1c", "t1n": "t1n", "t2f": "t2f", "t2w": "t2w", "seg": "segmentation"}
@@ -108,9 +108,9 @@ def test_real_2023_case_tile_train_predict_evaluate(slab2023: Path, tmp_path: Pa
     for path in (real2023 / CASE).iterdir():
         shutil.copy(path, second / path.name.replace(CASE, second.name))
     cache = tmp_path / "patches"
-    code, output = _run("brats", "tile", "--data", str(real2023), "--out", str(cache))
+    code, output = _run("brats", "tile", "--data", str(real2023), "--cache", str(cache))
     assert code == 0, output
-    meta = json.loads((cache / "meta.json").read_text())
+    meta = json.loads((cache / "meta.json").read_text())["settings"]
     assert meta["convention"] == "brats2023" and meta["label_values"] == [0, 1, 2, 3]
     seg = _array(real2023 / CASE / f"{CASE}-seg.nii.gz")
     assert seg.shape == (6, 96, 64) and (np.load(cache / "labels" / f"{CASE}.npy") == 4).sum() == (seg == 3).sum() > 0
@@ -229,7 +229,7 @@ def test_evaluate_scores_each_convention_with_its_regions(tmp_path: Path, sep: s
 
 def test_case_folder_names_are_checked(tmp_path: Path) -> None:
     _hand_built_2021(tmp_path / "data", name="a..b", seg=np.zeros((6, 20, 24)))
-    code, output = _run("brats", "tile", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "cache"))
+    code, output = _run("brats", "tile", "--data", str(tmp_path / "data"), "--cache", str(tmp_path / "cache"))
     assert code == 2 and "a..b" in output and "plain names" in output, output
     truth = np.zeros((6, 20, 24), np.uint8)
     write_volume(tmp_path / "truth" / "x..y" / "x..y_seg.nii.gz", truth, GEOMETRY)
@@ -239,16 +239,16 @@ def test_case_folder_names_are_checked(tmp_path: Path) -> None:
 
 def test_mixed_namings_in_one_dataset_are_refused_by_tile(real2023: Path, tmp_path: Path) -> None:
     _hand_built_2021(real2023, seg=np.zeros((6, 20, 24)))
-    code, output = _run("brats", "tile", "--data", str(real2023), "--out", str(tmp_path / "cache"))
+    code, output = _run("brats", "tile", "--data", str(real2023), "--cache", str(tmp_path / "cache"))
     assert code == 2 and "2021 and the 2023" in output, output
 
 
 def test_a_cache_keeps_one_convention(real2023: Path, tmp_path: Path) -> None:
     _hand_built_2021(tmp_path / "old", seg=np.zeros((6, 20, 24)))
     cache = tmp_path / "cache"
-    code, output = _run("brats", "tile", "--data", str(tmp_path / "old"), "--out", str(cache))
+    code, output = _run("brats", "tile", "--data", str(tmp_path / "old"), "--cache", str(cache))
     assert code == 0, output
-    assert json.loads((cache / "meta.json").read_text())["convention"] == "brats2021"
-    code, output = _run("brats", "tile", "--data", str(real2023), "--out", str(cache))
+    assert json.loads((cache / "meta.json").read_text())["settings"]["convention"] == "brats2021"
+    code, output = _run("brats", "tile", "--data", str(real2023), "--cache", str(cache))
     assert code == 2 and "meta.json" in output and "brats2023" in output, output
     assert not (cache / "images" / f"{CASE}.npy").exists()

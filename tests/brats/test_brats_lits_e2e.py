@@ -26,7 +26,7 @@ def _ok(args: list[str]) -> str:
 def brats(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("brats")
     _ok(["brats", "sample", "--out", str(root), "--n-cases", "10"])
-    _ok(["brats", "tile", "--data", str(root), "--out", str(root / "patches"), "--workers", "2"])
+    _ok(["brats", "tile", "--data", str(root), "--cache", str(root / "patches"), "--workers", "2"])
     _ok(["brats", "train", "--cache", str(root / "patches"), "--out", str(root / "p1"), "--epochs", "2", *COMMON])
     _ok(["brats", "train", "--cache", str(root / "patches"), "--out", str(root / "p2"), "--phase", "2", "--from",
          str(root / "p1" / "best.pt"), "--epochs", "1", *COMMON])
@@ -45,7 +45,7 @@ def test_brats_held_out(brats: Path) -> None:
                             "--checkpoint", str(brats / "p2" / "best.pt"), "--data", str(brats), "--json"]))
     assert study["n"] == 3 and study["wt_dice"]["intact"] == pytest.approx(metrics["wt_dice"])
     assert {r["convention"] for r in metrics["cases"]} == {"brats2021"}
-    assert json.loads((brats / "patches" / "meta.json").read_text())["convention"] == "brats2021"
+    assert json.loads((brats / "patches" / "meta.json").read_text())["settings"]["convention"] == "brats2021"
     assert load_checkpoint(brats / "p2" / "best.pt")["meta"]["convention"] == "brats2021"
     name = metrics["cases"][0]["case"]
     assert read_geometry(brats / "pred" / f"{name}.nii.gz").same_grid(
@@ -55,7 +55,7 @@ def test_brats_held_out(brats: Path) -> None:
 @pytest.mark.slow
 def test_lits_transfer_from_brats(brats: Path, tmp_path: Path) -> None:
     _ok(["lits", "sample", "--out", str(tmp_path), "--n-cases", "8"])
-    _ok(["lits", "tile", "--data", str(tmp_path), "--out", str(tmp_path / "patches")])
+    _ok(["lits", "tile", "--data", str(tmp_path), "--cache", str(tmp_path / "patches")])
     _ok(["lits", "train", "--cache", str(tmp_path / "patches"), "--out", str(tmp_path / "run"), "--from",
          str(brats / "p2" / "best.pt"), "--transfer", "both", "--epochs", "2", *COMMON])
     _ok(["lits", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path), "--out",
@@ -75,26 +75,26 @@ def test_bad_input(brats: Path, tmp_path: Path) -> None:
     (bad / name).mkdir(parents=True)
     for m in ("flair", "t1", "t1ce"):
         (bad / name / f"{name}_{m}.nii.gz").write_bytes((brats / name / f"{name}_{m}.nii.gz").read_bytes())
-    result = CliRunner().invoke(app, ["brats", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["brats", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "lacks modality t2" in result.output
     (bad / name / f"{name}_t2.nii.gz").write_bytes((brats / name / f"{name}_t2.nii.gz").read_bytes())
     labels = np.zeros((10, 48, 48), np.uint8)
     labels[5, 20, 20] = 3
     geometry = read_geometry(brats / name / f"{name}_flair.nii.gz")
     write_volume(bad / name / f"{name}_seg.nii.gz", labels, geometry)
-    result = CliRunner().invoke(app, ["brats", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["brats", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "BraTS 2023" in result.output
     write_volume(bad / name / f"{name}_t2.nii.gz", np.zeros((10, 40, 48), np.int16),
                  Geometry((48, 40, 10), geometry.spacing, geometry.origin, geometry.direction))
-    result = CliRunner().invoke(app, ["brats", "tile", "--data", str(bad), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(app, ["brats", "tile", "--data", str(bad), "--cache", str(tmp_path / "c")])
     assert result.exit_code == 2 and "grid differs" in result.output
     lits = tmp_path / "lits"
     write_volume(lits / "volume-0.nii", np.zeros((4, 8, 8), np.uint16),
                  Geometry((8, 8, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), compress=False)
     write_volume(lits / "segmentation-0.nii", np.zeros((4, 8, 8), np.uint8),
                  Geometry((8, 8, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1)), compress=False)
-    result = CliRunner().invoke(app, ["lits", "tile", "--data", str(lits), "--out", str(tmp_path / "lc")])
+    result = CliRunner().invoke(app, ["lits", "tile", "--data", str(lits), "--cache", str(tmp_path / "lc")])
     assert result.exit_code == 2 and "unsigned" in result.output
     result = CliRunner().invoke(app, ["lits", "train", "--cache", str(brats / "patches"), "--from",
                                       str(brats / "p2" / "best.pt"), "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "a brats cache" in result.output
+    assert result.exit_code == 2 and "brats-patches" in result.output and "lits-patches" in result.output

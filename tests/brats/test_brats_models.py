@@ -8,9 +8,11 @@ import torch
 from torch import nn
 
 from medchallenge.brats.metrics import region_dice
-from medchallenge.brats.models import InputCascadeCNN, MaxoutConv2d, TwoPathCNN, path_parameters
-from medchallenge.brats.train import extract_patch, segment_slices
-from medchallenge.lits.train import adapt_input_layer, set_trainable, transfer_from_brats
+from medchallenge.havaei.inference import segment_slices
+from medchallenge.havaei.models import InputCascadeCNN, MaxoutConv2d, TwoPathCNN, path_parameters
+from medchallenge.havaei.trainer import extract_patch
+from medchallenge.lits.models import adapt_input_layer, transfer_from_brats
+from medchallenge.lits.train import set_trainable
 
 
 def test_shapes() -> None:
@@ -79,10 +81,10 @@ def test_transfer_trainable_sets(mode: str, expected: set[str]) -> None:
 def test_ct_input_adaptation_keeps_the_replicated_response() -> None:
     torch.manual_seed(0)
     brats = TwoPathCNN(4, 5).eval()
-    state = {"model": {"name": "twopath", "kwargs": {"in_channels": 4, "num_classes": 5}},
-             "state_dict": brats.state_dict()}
+    source = TwoPathCNN(4, 5)
+    source.load_state_dict(brats.state_dict())
     lits = TwoPathCNN(1, 3).eval()
-    transfer_from_brats(lits, state)
+    transfer_from_brats(lits, source)
     ct = torch.rand(1, 1, 33, 33)
     torch.testing.assert_close(lits.local_path(ct), brats.local_path(ct.repeat(1, 4, 1, 1)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(lits.global_path(ct), brats.global_path(ct.repeat(1, 4, 1, 1)), atol=1e-5, rtol=1e-5)

@@ -9,10 +9,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from medchallenge.brats.models import TwoPathCNN
 from medchallenge.cli import app
 from medchallenge.core.checkpoint import save_checkpoint
 from medchallenge.core.nifti import Geometry, read_volume, write_volume
+from medchallenge.havaei.models import TwoPathCNN
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_tile_keeps_every_axial_slice_and_the_liver(source: dict, tmp_path: Path
                                                     mask_dtype: type) -> None:
     root = _write_lits_case(tmp_path / "lits", source, hu_dtype, mask_dtype)
     out = tmp_path / "patches"
-    result = CliRunner().invoke(app, ["lits", "tile", "--data", str(root), "--out", str(out)])
+    result = CliRunner().invoke(app, ["lits", "tile", "--data", str(root), "--cache", str(out)])
     assert result.exit_code == 0, result.output
     labels = np.load(out / "labels" / "volume-0.npy")
     np.testing.assert_array_equal(labels, source["liver"])  # 30 axial slices, liver voxel for voxel
