@@ -144,12 +144,12 @@ def test_predict_writes_the_folder_honours_part_and_overwrite(dataset: Path, che
 
 def test_evaluate_writes_the_report_into_out(dataset: Path, checkpoint: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    predictions = tmp_path / "predictions"
+    predictions = tmp_path / "shared" / "predictions"
     _ok(["lympho", "predict", "--checkpoint", str(checkpoint), "--data", str(dataset), "--device", "cpu",
          "--out", str(predictions), "--scores"])
     monkeypatch.chdir(tmp_path)  # the default --out is ./evaluation, here
     truth = dataset / "answers" / "test_labels.csv"
-    result = _ok(["lympho", "evaluate", "--truth", str(truth), "--json", "--plots"])  # --predictions predictions
+    result = _ok(["lympho", "evaluate", "--truth", str(truth), "--json", "--plots", "--predictions", str(predictions)])
     printed = json.loads(result.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON {c}"))
     assert list(printed)[:5] == ["challenge", "metric", "score", "n", "version"]
     assert printed["challenge"] == "lympho" and printed["score"] == printed["balanced_accuracy"]
@@ -162,7 +162,11 @@ def test_evaluate_writes_the_report_into_out(dataset: Path, checkpoint: Path, tm
     assert cases["truth"].tolist() == answers.loc[cases["Id"]].tolist()
     assert (cases["correct"] == (cases["truth"] == cases["predicted"])).all() and "score" in cases
     assert (tmp_path / "evaluation" / "confusion_matrix.png").is_file()
-    assert not (predictions / "evaluation").exists()  # never beside the predictions
+    assert not (predictions / "evaluation").exists() and not (predictions.parent / "evaluation").exists()
+    assert not (truth.parent / "evaluation").exists()  # never beside the predictions or the truth
+    monkeypatch.chdir(predictions)  # a relative folder as --predictions
+    _ok(["lympho", "evaluate", "--truth", str(truth), "--predictions", ".", "--out", str(tmp_path / "again")])
+    assert (tmp_path / "again" / "cases.csv").is_file()
 
 
 @pytest.mark.parametrize("kind", KINDS)
