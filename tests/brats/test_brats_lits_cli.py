@@ -19,6 +19,7 @@ from medchallenge.cli import app
 from medchallenge.core.checkpoint import load_model, save_checkpoint
 from medchallenge.core.cliflags import ENGINE_FLAG_NAMES
 from medchallenge.core.nifti import Geometry, write_volume
+from medchallenge.havaei.models import InputCascadeCNN, TwoPathCNN
 from medchallenge.lits.models import MODELS as LITS_MODELS
 
 PACKAGE = Path(__file__).resolve().parents[2] / "medchallenge"
@@ -205,6 +206,7 @@ def test_every_model_round_trips_through_its_spec(tmp_path: Path, registry, chan
     x = torch.rand(1, channels, 70, 70)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert not loaded.training
+    assert type(loaded) is {"twopath": TwoPathCNN, "inputcascade": InputCascadeCNN}[name]
 
 
 def _imports(package: str) -> set[str]:

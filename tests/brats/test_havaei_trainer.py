@@ -120,3 +120,16 @@ def test_validation_scores_at_most_val_max_cases(caches: dict[str, Path], tmp_pa
     model = trainer.build_model().eval()
     trainer.validate(model)
     assert len(seen) == 1
+
+
+def test_channels_last_and_accumulation_train(caches: dict[str, Path], tmp_path: Path) -> None:
+    """Maxout's view over the channel axis works on channels_last tensors; config.json records both."""
+    import json
+
+    config = _config(tmp_path / "cl")
+    config.channels_last, config.accumulate = True, 2
+    result = BratsTrainer(config, HavaeiOptions(caches["brats"], **FAST)).fit()
+    assert result["last"]["train_loss"] == result["last"]["train_loss"]  # finite, not NaN
+    record = json.loads((tmp_path / "cl" / "config.json").read_text())
+    assert record["channels_last"] is True and record["accumulate"] == 2
+    assert record["optimizer"]["name"] == "SGD" and record["schedule"]["name"] == "exponential"
