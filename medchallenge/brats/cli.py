@@ -48,6 +48,11 @@ FromOpt = Annotated[Optional[Path], typer.Option("--from", rich_help_panel="Mode
 EvalOutOpt = Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")]
 
 
+class Naming(str, enum.Enum):
+    brats2021 = "2021"
+    brats2023 = "2023"
+
+
 class Ablation(str, enum.Enum):
     local = "local"
     global_ = "global"
@@ -61,16 +66,18 @@ def sample(
     n_cases: Annotated[int, typer.Option("--n-cases", min=3, help="Cases (train + test).")] = 10,
     size: Annotated[int, typer.Option("--size", min=32, help="In-plane size, px.")] = 48,
     n_slices: Annotated[int, typer.Option("--n-slices", min=1, help="Axial slices.")] = 10,
+    naming: Annotated[Naming, typer.Option("--naming", help="2021: <case>_flair…, labels 0,1,2,4; 2023: <case>-t2f…,"
+                                                            " labels 0,1,2,3.")] = Naming.brats2021,
     seed: SeedOpt = 0,
 ) -> None:
-    """Write synthetic BraTS cases (2021 naming flair, t1, t1ce, t2, seg); test segmentations in answers/.
+    """Write synthetic BraTS cases (2021 naming flair, t1, t1ce, t2, seg, or --naming 2023); test segmentations in answers/.
 
     Example: medchallenge brats sample --out brats-sample --n-cases 10
     """
     from medchallenge.brats.sample import write_sample_dataset
     from medchallenge.core.console import log
 
-    counts = write_sample_dataset(out, n_cases, size, n_slices, seed)
+    counts = write_sample_dataset(out, n_cases, size, n_slices, seed, naming=naming.name)
     log(f"wrote {counts['train']} training and {counts['test']} test case(s) to {out}")
 
 

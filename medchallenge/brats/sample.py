@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medchallenge.brats.data import MODALITIES
+from medchallenge.brats.data import BRATS2021, CONVENTIONS, MODALITIES
 from medchallenge.core.nifti import Geometry, write_volume
 
 #              brain  edema  necrosis  enhancing
@@ -47,18 +47,28 @@ def draw_case(size: int, n_slices: int, rng: np.random.Generator) -> tuple[np.nd
 
 
 def write_sample_dataset(out: Path, n_cases: int = 10, size: int = 48, n_slices: int = 10, seed: int = 0,
-                         test_fraction: float = 0.3, prefix: str = "BraTS20_Training") -> dict[str, int]:
-    """Write ``n_cases`` cases under ``out`` (+ ``out/answers`` for the test cases' segmentations)."""
+                         test_fraction: float = 0.3, prefix: str | None = None,
+                         naming: str = BRATS2021.name) -> dict[str, int]:
+    """Write ``n_cases`` cases under ``out`` (+ ``out/answers`` for the test cases' segmentations).
+
+    ``naming`` "brats2021": ``BraTS20_Training_NNN/<case>_{flair,t1,t1ce,t2,seg}.nii.gz``, labels
+    {0,1,2,4}; "brats2023": ``BraTS-GLI-NNNNN-000/<case>-{t2f,t1n,t1c,t2w,seg}.nii.gz``, labels {0,1,2,3}.
+    """
     out = Path(out)
+    conv = CONVENTIONS[naming]
+    label_of_class = np.zeros(5, np.uint8)
+    for value, cls in conv.class_of_label.items():
+        label_of_class[cls] = value
     rng = np.random.default_rng(seed)
     n_test = max(1, int(round(n_cases * test_fraction)))
     geometry = Geometry(size=(size, size, n_slices), spacing=(1.0, 1.0, 1.0), origin=(0.0, -239.0, 0.0),
                         direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
     for i in range(n_cases):
-        name = f"{prefix}_{i + 1:03d}"
+        name = (f"{prefix or 'BraTS20_Training'}_{i + 1:03d}" if naming == BRATS2021.name
+                else f"{prefix or 'BraTS-GLI'}-{i + 1:05d}-000")
         images, labels = draw_case(size, n_slices, rng)
-        for k, modality in enumerate(MODALITIES):
-            write_volume(out / name / f"{name}_{modality}.nii.gz", images[k].astype(np.int16), geometry)
+        for k, suffix in enumerate(conv.files):  # conv.files follow MODALITIES' channel order
+            write_volume(out / name / f"{name}{conv.separator}{suffix}.nii.gz", images[k].astype(np.int16), geometry)
         seg_folder = out / "answers" / name if i >= n_cases - n_test else out / name
-        write_volume(seg_folder / f"{name}_seg.nii.gz", labels, geometry)
+        write_volume(seg_folder / f"{name}{conv.separator}seg.nii.gz", label_of_class[labels], geometry)
     return {"train": n_cases - n_test, "test": n_test}

@@ -228,3 +228,21 @@ def test_brats_and_lits_are_siblings(package: str, forbidden: str) -> None:
     bad = sorted(m for m in _imports(package) if m == forbidden or m.startswith(forbidden + "."))
     assert not bad, f"medchallenge.{package} imports {bad}"
     assert any(m.startswith("medchallenge.havaei") for m in _imports("brats") & _imports("lits"))
+
+
+def test_sample_writes_the_2023_naming_with_the_same_signal(tmp_path: Path) -> None:
+    from medchallenge.brats.data import find_cases, read_case
+
+    for naming in ("2021", "2023"):
+        code, output = _run("brats", "sample", "--out", str(tmp_path / naming), "--n-cases", "3", "--size", "32",
+                            "--n-slices", "2", "--naming", naming)
+        assert code == 0, output
+    old, new = find_cases(tmp_path / "2021"), find_cases(tmp_path / "2023")
+    assert {c.convention for c in old} == {"brats2021"} and {c.convention for c in new} == {"brats2023"}
+    assert new[0].name == "BraTS-GLI-00001-000" and new[0].images[0].name == "BraTS-GLI-00001-000-t2f.nii.gz"
+    images_old, _, classes_old = read_case(old[0])
+    images_new, _, classes_new = read_case(new[0])
+    np.testing.assert_array_equal(images_old, images_new)
+    np.testing.assert_array_equal(classes_old, classes_new)  # ET is 3 in the 2023 file, class 4 inside
+    assert (classes_new == 4).any()
+    assert (tmp_path / "2023" / "answers" / "BraTS-GLI-00003-000" / "BraTS-GLI-00003-000-seg.nii.gz").is_file()
