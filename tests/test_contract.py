@@ -220,3 +220,12 @@ def test_every_model_round_trips_through_its_spec(challenge: str, tmp_path: Path
         loaded, _ = load_model(path, registry, challenge=challenge)
         for key, value in model.state_dict().items():
             assert torch.equal(value, loaded.state_dict()[key]), f"{challenge} {name} {key}"
+
+
+def test_docs_cli_names_every_option() -> None:
+    """docs/cli.md is the one table of names: every visible option of every command appears in it."""
+    text = (PACKAGE.parent / "docs" / "cli.md").read_text()
+    missing = sorted({f"{challenge} {verb} {opt}" for challenge, verbs in _commands().items()
+                      for verb, command in verbs.items() for opt in _options(command)
+                      if f"`{opt}" not in text and f"/{opt}" not in text})
+    assert not missing, missing

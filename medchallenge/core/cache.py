@@ -59,9 +59,13 @@ class CacheDir:
             OptionError: a setting differs from the cache's and ``overwrite`` is off.
         """
         settings = strict_json(settings)
-        if self.meta_file.is_file():
-            changed = self._changes(self.settings(), settings)
-            if changed and not overwrite:
+        if self.meta_file.is_file() and not overwrite:  # --overwrite rebuilds whatever was there
+            try:
+                old = self.settings()
+            except DataError as err:
+                raise OptionError(f"{err}: pass --overwrite to rebuild it, or choose another --cache") from err
+            changed = self._changes(old, settings)
+            if changed:
                 raise OptionError(
                     f"{self.root} was made with other settings ({'; '.join(changed)}): pass --overwrite to"
                     " rebuild it with the new ones, or choose another --cache/--out"

@@ -43,3 +43,13 @@ def test_reading_a_folder_that_is_not_this_cache(tmp_path: Path) -> None:
     CacheDir(tmp_path / "other", "kits-slices").open_for_writing({})
     with pytest.raises(DataError, match="kind 'kits-slices', expected 'toy'"):
         CacheDir(tmp_path / "other", "toy").settings()
+
+
+def test_overwrite_rebuilds_a_cache_of_an_older_format(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "meta.json").write_text('{"crop": 112}')  # the flat meta of an older version
+    with pytest.raises(OptionError, match="older version.*--overwrite"):
+        CacheDir(root, "toy").open_for_writing({"crop": 112})
+    CacheDir(root, "toy").open_for_writing({"crop": 112}, overwrite=True)
+    assert CacheDir(root, "toy").settings() == {"crop": 112}
