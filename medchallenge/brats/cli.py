@@ -37,7 +37,6 @@ from medchallenge.havaei.options import (
     PhaseOpt,
     RunOutOpt,
     ValMaxOpt,
-    expose_engine_hints,
 )
 
 app = challenge_app("BraTS brain-tumour segmentation with TwoPathCNN / InputCascadeCNN (Dice of WT, TC, ET).")
@@ -98,7 +97,6 @@ def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache
 @app.command()
 @report_errors
 @deprecated_aliases({"--l2": "weight_decay"})
-@expose_engine_hints
 @engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
 def train(
     cache: CacheOpt = Path("patches"),

@@ -149,6 +149,8 @@ def deprecated_aliases(aliases: dict[str, str]) -> Callable[[Callable], Callable
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
         hints = typing.get_type_hints(fn, include_extras=True)  # resolves string annotations
+        for name, param in sig.parameters.items():  # flags @engine_flags added live in the signature only
+            hints.setdefault(name, param.annotation)
         hidden: list[inspect.Parameter] = []
         names: dict[str, tuple[str, str]] = {}
         for flag, target in aliases.items():

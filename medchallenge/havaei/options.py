@@ -7,8 +7,6 @@ imports ``brats`` to share an option.
 from __future__ import annotations
 
 import enum
-import inspect
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -51,13 +49,3 @@ UNSUPPORTED = {"optimizer": SCHEDULE_REASON, "scheduler": SCHEDULE_REASON, "warm
 ENGINE_DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 128, "lr": 0.005, "weight_decay": 1e-4,
                                    "grad_clip": 1.0, "workers": 2,
                                    "optimizer": Optimizer.sgd, "scheduler": Scheduler.none}
-
-
-def expose_engine_hints(fn: Callable) -> Callable:
-    """Make the engine flags' annotations visible to ``typing.get_type_hints`` (``deprecated_aliases``
-    reads them; ``engine_flags`` only adds them to ``__signature__``), so ``--l2`` can alias
-    ``--weight-decay``."""
-    params = inspect.signature(fn).parameters
-    fn.__annotations__ = {**fn.__annotations__, **{n: p.annotation for n, p in params.items()
-                                                   if n not in fn.__annotations__}}
-    return fn

@@ -38,7 +38,6 @@ from medchallenge.havaei.options import (
     PhaseOpt,
     RunOutOpt,
     ValMaxOpt,
-    expose_engine_hints,
 )
 
 app = challenge_app("LiTS liver-tumour CT segmentation by transfer from brats (liver and tumour Dice).")
@@ -92,7 +91,6 @@ def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache
 @app.command()
 @report_errors
 @deprecated_aliases({"--l2": "weight_decay"})
-@expose_engine_hints
 @engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
 def train(
     cache: CacheOpt = Path("patches"),

@@ -17,7 +17,7 @@ seen: dict = {}
 
 @app.command()
 @report_errors
-@deprecated_aliases({"--slices": "cache"})
+@deprecated_aliases({"--slices": "cache", "--l2": "weight_decay"})
 @engine_flags(unsupported={"optimizer": "this toy trains with its own SGD"}, epochs=2, lr=0.5)
 def train(
     cache: Annotated[Path, typer.Option("--cache", help="Cache folder.")] = Path("cache"),
@@ -73,3 +73,9 @@ def test_deprecated_alias_still_works_and_says_so() -> None:
     assert "--slices is deprecated" in result.output and "use --cache" in result.output
     both = _run("--slices", "old", "--cache", "new")
     assert both.exit_code == 2 and "both given" in both.output
+
+
+def test_an_engine_flag_can_have_an_old_name() -> None:
+    result = _run("--l2", "0.01")
+    assert result.exit_code == 0, result.output
+    assert seen["engine"].weight_decay == 0.01 and "--l2 is deprecated" in result.output
