@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
+from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     BatchSizeOpt,
@@ -52,9 +52,7 @@ class Naming(str, enum.Enum):
     brats2023 = "2023"
 
 
-class Ablation(str, enum.Enum):
-    local = "local"
-    global_ = "global"
+Ablation = choices("Ablation", "local", "global")
 
 
 @app.command()

@@ -13,6 +13,8 @@ from __future__ import annotations
 import enum
 import functools
 import inspect
+import keyword
+import re
 import sys
 import typing
 from collections.abc import Callable
@@ -27,16 +29,20 @@ from medchallenge.core.errors import OptionError
 OPTIMISATION, HARDWARE, RUN = "Optimisation", "Hardware", "Run"
 
 
-class Optimizer(str, enum.Enum):
-    adam = "adam"
-    adamw = "adamw"
-    sgd = "sgd"
+def choices(name: str, *values: str) -> Any:
+    """A str Enum for a Typer choice option (listed in --help, checked before the command runs).
+
+    Member names are the values as identifiers: ``"dice-ce"`` → ``dice_ce``, ``"global"`` → ``global_``.
+    """
+    members = {}
+    for value in values:
+        ident = re.sub(r"\W", "_", value)
+        members[ident + "_" if keyword.iskeyword(ident) else ident] = value
+    return enum.Enum(name, members, type=str)
 
 
-class Scheduler(str, enum.Enum):
-    cosine = "cosine"
-    step = "step"
-    none = "none"
+Optimizer = choices("Optimizer", "adam", "adamw", "sgd")
+Scheduler = choices("Scheduler", "cosine", "step", "none")
 
 
 @dataclass

@@ -6,20 +6,17 @@ imports ``brats`` to share an option.
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from medchallenge.core.cliflags import Optimizer, Scheduler
+from medchallenge.core.cliflags import Optimizer, Scheduler, choices
 
 DATA, MODEL = "Data", "Model"
 
 
-class Architecture(str, enum.Enum):
-    twopath = "twopath"
-    inputcascade = "inputcascade"
+Architecture = choices("Architecture", "twopath", "inputcascade")
 
 
 CacheOpt = Annotated[Path, typer.Option("--cache", help="Patch cache from `tile`.", rich_help_panel=DATA)]

@@ -4,13 +4,12 @@ Options only: every heavy import (torch, SimpleITK, the kits modules) happens in
 ``--help`` and a bad choice (exit 2) never load torch.
 """
 
-import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.cliflags import EngineFlags, Scheduler, deprecated_aliases, engine_flags
+from medchallenge.core.cliflags import EngineFlags, Scheduler, choices, deprecated_aliases, engine_flags
 from medchallenge.core.options import (
     BatchSizeOpt,
     CheckpointOpt,
@@ -30,14 +29,10 @@ app = challenge_app("KiTS19 kidney and kidney-tumour segmentation in CT (metric:
 DATA, MODEL = "Data", "Model"
 
 
-class Model(str, enum.Enum):
-    unet = "unet"
+Model = choices("Model", "unet")
 
 
-class Loss(str, enum.Enum):
-    ce = "ce"
-    dice_ce = "dice-ce"
-    ce_dice = "ce-dice"  # deprecated spelling of dice-ce, accepted one release with a warning
+Loss = choices("Loss", "ce", "dice-ce", "ce-dice")  # deprecated spelling of dice-ce, accepted one release with a warning
 
 
 CasesOpt = Annotated[Optional[str], typer.Option("--cases", help="Case numbers, e.g. 0-19,25 (default: all).")]

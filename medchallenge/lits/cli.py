@@ -1,13 +1,12 @@
 """``medchallenge lits``: sample, tile, train (transfer from brats), predict, evaluate (liver/tumour Dice)."""
 
 
-import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
+from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     BatchSizeOpt,
@@ -46,12 +45,7 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Folder of volume-N.nii (a
                                        rich_help_panel=DATA)]
 
 
-class Transfer(str, enum.Enum):
-    local = "local"
-    global_ = "global"
-    both = "both"
-    e2e = "e2e"
-    none = "none"
+Transfer = choices("Transfer", "local", "global", "both", "e2e", "none")
 
 
 @app.command()

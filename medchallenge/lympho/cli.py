@@ -1,12 +1,11 @@
 """``medchallenge lympho``: sample, tile, train, predict, evaluate for lymphocytosis diagnosis."""
 
-import enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.cliflags import EngineFlags, Scheduler, deprecated_aliases, engine_flags
+from medchallenge.core.cliflags import EngineFlags, Scheduler, choices, deprecated_aliases, engine_flags
 from medchallenge.core.options import (
     CheckpointOpt,
     DeviceOpt,
@@ -23,17 +22,10 @@ app = challenge_app("Lymphocytosis: reactive vs malignant per patient, multi-ins
 DATA, MODEL = "Data", "Model"
 
 
-class ModelName(str, enum.Enum):
-    mean = "mean"
-    attention = "attention"
-    clinical = "clinical"
-    sum_of_losses = "sum-of-losses"
-    moe = "moe"
+ModelName = choices("ModelName", "mean", "attention", "clinical", "sum-of-losses", "moe")
 
 
-class Loss(str, enum.Enum):
-    bce = "bce"
-    dice = "dice"
+Loss = choices("Loss", "bce", "dice")
 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder with clinical_annotation.csv, trainset/, testset/.",

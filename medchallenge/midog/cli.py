@@ -1,13 +1,12 @@
 """``medchallenge midog``: sample, tile, train, predict, evaluate for MIDOG 2021 mitosis detection."""
 
-import enum
 import time
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
+from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.options import (
     BatchSizeOpt,
     CheckpointOpt,
@@ -25,20 +24,13 @@ app = challenge_app("MIDOG 2021 mitosis detection with RetinaNet (metric: F1 of 
 DATA, MODEL = "Data", "Model"
 
 
-class Backbone(str, enum.Enum):
-    resnet50 = "resnet50"
-    resnet18 = "resnet18"
+Backbone = choices("Backbone", "resnet50", "resnet18")
 
 
-class Imposters(str, enum.Enum):
-    ignore = "ignore"
-    negative = "negative"
+Imposters = choices("Imposters", "ignore", "negative")
 
 
-class OutputFormat(str, enum.Enum):
-    both = "both"
-    points = "points"
-    grand_challenge = "grand-challenge"
+OutputFormat = choices("OutputFormat", "both", "points", "grand-challenge")
 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder of NNN.tiff images (and MIDOG.json).",

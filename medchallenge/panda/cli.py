@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from medchallenge.core.cliflags import EngineFlags, deprecated_aliases, engine_flags
+from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
 from medchallenge.core.options import (
     BatchSizeOpt,
@@ -27,29 +27,12 @@ app = challenge_app("PANDA prostate ISUP grading from whole-slide images (metric
 DATA, MODEL = "Data", "Model"
 
 
-class Model(str, enum.Enum):
-    """``unet`` (tile segmentation) or a classifier backbone (ISUP grade)."""
-
-    unet = "unet"
-    efficientnet_b0 = "efficientnet-b0"
-    efficientnet_b1 = "efficientnet-b1"
-    efficientnet_b2 = "efficientnet-b2"
-    efficientnet_b3 = "efficientnet-b3"
-    efficientnet_b4 = "efficientnet-b4"
-    efficientnet_b5 = "efficientnet-b5"
-    efficientnet_b6 = "efficientnet-b6"
-    efficientnet_b7 = "efficientnet-b7"
-    resnet18 = "resnet18"
-    resnet34 = "resnet34"
-    resnet50 = "resnet50"
-    resnext50_32x4d = "resnext50_32x4d"
-    alexnet = "alexnet"
-    vgg16 = "vgg16"
+# ``unet`` (tile segmentation) or a classifier backbone (ISUP grade)
+Model = choices("Model", "unet", *(f"efficientnet-b{i}" for i in range(8)), "resnet18", "resnet34", "resnet50",
+                "resnext50_32x4d", "alexnet", "vgg16")
 
 
-class Split(str, enum.Enum):
-    train = "train"
-    test = "test"
+Split = choices("Split", "train", "test")
 
 
 class Encoding(str, enum.Enum):
@@ -59,31 +42,19 @@ class Encoding(str, enum.Enum):
     tile_vote = "tile-vote"
 
 
-class Layout(str, enum.Enum):
-    mosaic = "mosaic"
-    strip = "strip"
+Layout = choices("Layout", "mosaic", "strip")
 
 
-class Scheme(str, enum.Enum):
-    provider = "provider"
-    unified = "unified"
+Scheme = choices("Scheme", "provider", "unified")
 
 
-class Provider(str, enum.Enum):
-    both = "both"
-    radboud = "radboud"
-    karolinska = "karolinska"
+Provider = choices("Provider", "both", "radboud", "karolinska")
 
 
-class Loss(str, enum.Enum):
-    dice_ce = "dice-ce"
-    dice = "dice"
-    ce = "ce"
+Loss = choices("Loss", "dice-ce", "dice", "ce")
 
 
-class Batching(str, enum.Enum):
-    slide = "slide"
-    shuffle = "shuffle"
+Batching = choices("Batching", "slide", "shuffle")
 
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Dataset folder (train.csv, test.csv, train_images/, ...).",
