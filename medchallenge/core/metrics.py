@@ -69,11 +69,8 @@ def dice(pred: np.ndarray, truth: np.ndarray, empty: float = float("nan")) -> fl
     truth = np.asarray(truth, dtype=bool)
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
-    inter = int(np.count_nonzero(pred & truth))
-    size = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
-    if size == 0:
-        return empty
-    return 2.0 * inter / size
+    inter, size_p, size_t = dice_counts(pred, truth)
+    return dice_from_counts(inter, size_p + size_t, empty)
 
 
 def dice_counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
@@ -93,3 +90,23 @@ def dice_per_class(matrix: np.ndarray) -> np.ndarray:
     denom = matrix.sum(axis=1) + matrix.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), np.nan)
+
+
+def dice_from_counts(inter: float, size: float, empty: float = float("nan")) -> float:
+    """Dice ``2·|P∩T| / (|P|+|T|)`` from counts (``size`` = |P|+|T|); ``empty`` when both are empty.
+
+    ``empty`` is each challenge's rule for an empty region, passed in as data: NaN (KiTS starter
+    code), 0 (medpy's ``dc``, used by the LiTS program), 1 (the BraTS region rule).
+    """
+    return empty if size == 0 else float(2 * inter / size)
+
+
+def region_dice(matrix: np.ndarray, labels: Sequence[int], empty: float = float("nan")) -> float:
+    """Dice of the region made of ``labels`` merged, from a K×K confusion matrix (rows truth).
+
+    |P∩T| sums the cells whose truth and prediction both lie in the region; |T| its rows; |P| its columns.
+    """
+    matrix = np.asarray(matrix)
+    idx = list(labels)
+    inter = matrix[np.ix_(idx, idx)].sum()
+    return dice_from_counts(inter, matrix[idx].sum() + matrix[:, idx].sum(), empty)

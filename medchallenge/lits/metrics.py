@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from medchallenge.core.metrics import dice_counts, dice_from_counts
+
 
 @dataclass
 class LitsCaseScore:
@@ -32,9 +34,8 @@ class LitsCaseScore:
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> tuple[float, int, int]:
     """(Dice with 0 for two empty masks — medpy's ``dc`` —, |P∩T|, |P|+|T|)."""
-    inter = int(np.count_nonzero(pred & truth))
-    size = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
-    return (2.0 * inter / size if size else 0.0), inter, size
+    inter, size_p, size_t = dice_counts(pred, truth)
+    return dice_from_counts(inter, size_p + size_t, empty=0.0), inter, size_p + size_t
 
 
 def lits_case_score(pred: np.ndarray, truth: np.ndarray) -> LitsCaseScore:

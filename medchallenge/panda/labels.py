@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from medchallenge.core.errors import OptionError
-from medchallenge.core.metrics import dice_per_class
+from medchallenge.core.metrics import dice_per_class, region_dice
 from medchallenge.panda.data import MASK_CLASSES, PROVIDERS
 
 SCHEMES = ("provider", "unified")
@@ -91,14 +91,12 @@ def mask_scores(matrix: np.ndarray, scheme: str, provider: str) -> dict[str, Any
     matrix = np.asarray(matrix)
     dice = dice_per_class(matrix)
     tumour = list(tumour_labels(scheme, provider))
-    found = 2 * matrix[np.ix_(tumour, tumour)].sum()
-    size = matrix[tumour].sum() + matrix[:, tumour].sum()
     foreground = dice[1:]
     return {
         "pixels": int(matrix.sum()),
         "pixel_accuracy": float(np.trace(matrix) / max(1, matrix.sum())),
         "dice": dice,
         "mean_dice": float(np.nanmean(foreground)) if np.isfinite(foreground).any() else float("nan"),
-        "tumour_dice": float(found / size) if size else float("nan"),
+        "tumour_dice": region_dice(matrix, tumour, empty=float("nan")),
         "tumour_pixels": int(matrix[tumour].sum()),
     }

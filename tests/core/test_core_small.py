@@ -166,3 +166,20 @@ def test_log_lines_follow_the_current_stderr(monkeypatch) -> None:
             console.logger.removeHandler(handler)
         for handler in saved:
             console.logger.addHandler(handler)
+
+
+def test_region_dice_of_a_confusion_matrix_equals_dice_of_the_masks() -> None:
+    import numpy as np
+
+    from medchallenge.core.metrics import confusion_matrix, dice, dice_from_counts, region_dice
+
+    rng = np.random.default_rng(0)
+    truth, pred = rng.integers(0, 4, 500), rng.integers(0, 4, 500)
+    matrix = confusion_matrix(truth, pred, 4)
+    for region in ([1], [2, 3], [1, 2, 3]):
+        expected = dice(np.isin(pred, region), np.isin(truth, region))
+        assert region_dice(matrix, region) == expected
+    empty = np.zeros((3, 3), int)
+    empty[0, 0] = 9
+    assert np.isnan(region_dice(empty, [2])) and region_dice(empty, [2], empty=1.0) == 1.0
+    assert dice_from_counts(0, 0, empty=0.0) == 0.0 and dice_from_counts(3, 8) == 0.75
