@@ -7,20 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
-from medchallenge.core.options import (
-    BatchSizeOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PartOpt,
-    SeedOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
-)
 from medchallenge.havaei.options import (
     DATA,
     ENGINE_DEFAULTS,
@@ -39,7 +28,7 @@ from medchallenge.havaei.options import (
     ValMaxOpt,
 )
 
-app = challenge_app("BraTS brain-tumour segmentation with TwoPathCNN / InputCascadeCNN (Dice of WT, TC, ET).")
+app = opt.challenge_app("BraTS brain-tumour segmentation with TwoPathCNN / InputCascadeCNN (Dice of WT, TC, ET).")
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder of BraTS case folders.", rich_help_panel=DATA)]
 FromOpt = Annotated[Optional[Path], typer.Option("--from", rich_help_panel="Model",
@@ -56,7 +45,7 @@ Ablation = choices("Ablation", "local", "global")
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--slices": "n_slices"})
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("brats-sample"),
@@ -65,7 +54,7 @@ def sample(
     n_slices: Annotated[int, typer.Option("--n-slices", min=1, help="Axial slices.")] = 10,
     naming: Annotated[Naming, typer.Option("--naming", help="2021: <case>_flair…, labels 0,1,2,4; 2023: <case>-t2f…,"
                                                             " labels 0,1,2,3.")] = Naming.brats2021,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Write synthetic BraTS cases (2021 naming flair, t1, t1ce, t2, seg, or --naming 2023); test segmentations in answers/.
 
@@ -79,10 +68,10 @@ def sample(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache", help="Patch cache to write.")]
-         = Path("patches"), workers: WorkersOpt = 0, part: PartOpt = None, overwrite: OverwriteOpt = False) -> None:
+         = Path("patches"), workers: opt.WorkersOpt = 0, part: opt.PartOpt = None, overwrite: opt.OverwriteOpt = False) -> None:
     """Normalise volumes (1st/99th percentile clip, z-score per channel) and index patch centres per label (./patches).
 
     Example: medchallenge brats tile --workers 4
@@ -93,7 +82,7 @@ def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--l2": "weight_decay"})
 @engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
 def train(
@@ -127,15 +116,15 @@ def train(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def predict(
-    checkpoint: CheckpointOpt,
+    checkpoint: opt.CheckpointOpt,
     data: DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for <case>.nii.gz.")] = Path("predictions"),
-    batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "auto",
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    batch_size: opt.BatchSizeOpt = 8,
+    device: opt.DeviceOpt = "auto",
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Segment every case, whole slices in one pass, into <case>.nii.gz (labels in the input's convention:
     {0,1,2,4} for <case>_flair naming, {0,1,2,3} for <case>-t2f naming; background outside the brain).
@@ -148,7 +137,7 @@ def predict(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="Folder of <case>/<case>_seg.nii[.gz] (2021) or <case>/<case>-seg.nii.gz (2023).")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of <case>.nii.gz.")] = Path("predictions"),
@@ -156,8 +145,8 @@ def evaluate(
     ablate: Annotated[Optional[Ablation], typer.Option("--ablate", help="Remove that path at test time and report the drop (needs --checkpoint, --data).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Model for --ablate.")] = None,
     data: DataOpt = Path("."),
-    device: DeviceOpt = "auto",
-    as_json: JsonOpt = False,
+    device: opt.DeviceOpt = "auto",
+    as_json: opt.JsonOpt = False,
 ) -> None:
     """Dice of whole tumour, tumour core and enhancing tumour (2021 labels {1,2,4}, {1,4}, {4}; 2023 {1,2,3}, {1,3}, {3}).
 

@@ -9,22 +9,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, Scheduler, choices, deprecated_aliases, engine_flags
-from medchallenge.core.options import (
-    BatchSizeOpt,
-    CheckpointOpt,
-    DataOpt,
-    DeviceOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PartOpt,
-    SeedOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
-)
 
-app = challenge_app("KiTS19 kidney and kidney-tumour segmentation in CT (metric: kidney and tumour Dice).")
+app = opt.challenge_app("KiTS19 kidney and kidney-tumour segmentation in CT (metric: kidney and tumour Dice).")
 
 DATA, MODEL = "Data", "Model"
 
@@ -40,12 +28,12 @@ CacheOpt = Annotated[Path, typer.Option("--cache", help="Slice cache written by 
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("kits-sample"),
     n_cases: Annotated[int, typer.Option("--n-cases", min=3, help="Cases (train + test).")] = 12,
     size: Annotated[int, typer.Option("--size", min=32, help="In-plane size, px.")] = 96,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Write synthetic CT cases in the KiTS19 layout (data/case_XXXXX, answers/ for the test cases).
 
@@ -59,18 +47,18 @@ def sample(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(
-    data: DataOpt = Path("."),
+    data: opt.DataOpt = Path("."),
     cache: Annotated[Path, typer.Option("--cache", help="Folder to write the slice cache into.")] = Path("slices"),
     cases: CasesOpt = None,
     window: Annotated[str, typer.Option("--window", help="HU window LOW,HIGH.")] = "-79,304",
     mean: Annotated[float, typer.Option("--mean", help="Normalisation mean (HU).")] = 101.0,
     std: Annotated[float, typer.Option("--std", help="Normalisation std (HU).")] = 76.9,
-    workers: WorkersOpt = 0,
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    workers: opt.WorkersOpt = 0,
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Cache normalised axial slices and a slice index (default ./slices).
 
@@ -84,7 +72,7 @@ def tile(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--slices": "cache"})
 @engine_flags(epochs=1, batch_size=4, lr=0.002, scheduler=Scheduler.none, workers=2)
 def train(
@@ -125,16 +113,16 @@ def train(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def predict(
-    checkpoint: CheckpointOpt,
-    data: DataOpt = Path("."),
+    checkpoint: opt.CheckpointOpt,
+    data: opt.DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for prediction_XXXXX.nii.gz.")] = Path("predictions"),
     cases: CasesOpt = None,
-    batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "auto",
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    batch_size: opt.BatchSizeOpt = 8,
+    device: opt.DeviceOpt = "auto",
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Segment whole volumes into prediction_XXXXX.nii.gz (uint8 {0,1,2}, the input's grid).
 
@@ -147,7 +135,7 @@ def predict(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="KiTS data folder or a folder of case_XXXXX.nii.gz labels.")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of prediction_XXXXX.nii.gz.")] = Path("predictions"),
@@ -155,7 +143,7 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
     plots: Annotated[bool, typer.Option("--plots", help="Overlays of the slices with the most tumour.")] = False,
     data: Annotated[Path, typer.Option("--data", help="KiTS folder whose imaging the --plots overlays show.")] = Path("."),
-    as_json: JsonOpt = False,
+    as_json: opt.JsonOpt = False,
 ) -> None:
     """Kidney Dice (label>0), tumour Dice (label>1), their mean and pixel accuracy per case and on average.
 

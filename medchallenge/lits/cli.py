@@ -6,20 +6,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
-from medchallenge.core.options import (
-    BatchSizeOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PartOpt,
-    SeedOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
-)
 from medchallenge.havaei.options import (
     DATA,
     ENGINE_DEFAULTS,
@@ -39,7 +28,7 @@ from medchallenge.havaei.options import (
     ValMaxOpt,
 )
 
-app = challenge_app("LiTS liver-tumour CT segmentation by transfer from brats (liver and tumour Dice).")
+app = opt.challenge_app("LiTS liver-tumour CT segmentation by transfer from brats (liver and tumour Dice).")
 
 DataOpt = Annotated[Path, typer.Option("--data", help="Folder of volume-N.nii (and segmentation-N.nii).",
                                        rich_help_panel=DATA)]
@@ -49,13 +38,13 @@ Transfer = choices("Transfer", "local", "global", "both", "e2e", "none")
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("lits-sample"),
     n_cases: Annotated[int, typer.Option("--n-cases", min=3, help="Volumes (train + test).")] = 8,
     size: Annotated[int, typer.Option("--size", min=32, help="In-plane size, px.")] = 48,
     n_slices: Annotated[int, typer.Option("--n-slices", min=1, help="Axial slices.")] = 8,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Write synthetic volume-N.nii / segmentation-N.nii / test-volume-N.nii (+ answers/).
 
@@ -69,10 +58,10 @@ def sample(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache", help="Patch cache to write.")]
-         = Path("patches"), workers: WorkersOpt = 0, part: PartOpt = None, overwrite: OverwriteOpt = False) -> None:
+         = Path("patches"), workers: opt.WorkersOpt = 0, part: opt.PartOpt = None, overwrite: opt.OverwriteOpt = False) -> None:
     """Window and scale HU, index patch centres per label (./patches).
 
     Example: medchallenge lits tile
@@ -83,7 +72,7 @@ def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--l2": "weight_decay"})
 @engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
 def train(
@@ -121,16 +110,16 @@ def train(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def predict(
-    checkpoint: CheckpointOpt,
+    checkpoint: opt.CheckpointOpt,
     data: DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for test-segmentation-N.nii (and segmentation-N.nii with --all).")] = Path("predictions"),
     all_volumes: Annotated[bool, typer.Option("--all", help="Also the training volumes (default: test volumes).")] = False,
-    batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "auto",
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    batch_size: opt.BatchSizeOpt = 8,
+    device: opt.DeviceOpt = "auto",
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Segment test-volume-N.nii into test-segmentation-N.nii (--all: also volume-N.nii → segmentation-N.nii).
 
@@ -142,12 +131,12 @@ def predict(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="Folder of (test-)segmentation-N.nii ground truth.")],
     predictions: Annotated[Path, typer.Option("--predictions", help="Folder of (test-)segmentation-N.nii, one per truth file.")] = Path("predictions"),
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
-    as_json: JsonOpt = False,
+    as_json: opt.JsonOpt = False,
 ) -> None:
     """Liver and tumour Dice, per case (mean) and global, as the official LiTS scoring program.
 

@@ -5,20 +5,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, Scheduler, choices, deprecated_aliases, engine_flags
-from medchallenge.core.options import (
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PartOpt,
-    SeedOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
-)
 
-app = challenge_app("Lymphocytosis: reactive vs malignant per patient, multi-instance (metric: balanced accuracy).")
+app = opt.challenge_app("Lymphocytosis: reactive vs malignant per patient, multi-instance (metric: balanced accuracy).")
 DATA, MODEL = "Data", "Model"
 
 
@@ -35,14 +25,14 @@ CacheOpt = Annotated[Path, typer.Option("--cache", help="Crops cache (`lympho ti
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--min-images": "min_bag", "--max-images": "max_bag"})
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("lympho-sample"),
     n_patients: Annotated[int, typer.Option("--n-patients", min=8, help="Patients (train + test).")] = 32,
     min_bag: Annotated[int, typer.Option("--min-bag", min=1, help="Fewest images per patient.")] = 8,
     max_bag: Annotated[int, typer.Option("--max-bag", min=1, help="Most images per patient.")] = 24,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Write a synthetic dataset in the real layout (+ answers/test_labels.csv).
 
@@ -56,15 +46,15 @@ def sample(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(
     data: DataOpt = Path("."),
     cache: CacheOpt = Path("cache"),
     crop: Annotated[int, typer.Option("--crop", min=8, help="Centre crop, px (the report: 112).")] = 112,
-    workers: WorkersOpt = 0,
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    workers: opt.WorkersOpt = 0,
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Decode and centre-crop every patient's images into a cache (default ./cache).
 
@@ -76,7 +66,7 @@ def tile(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @engine_flags(epochs=20, lr=1e-4, batch_size=32, scheduler=Scheduler.none, workers=2)
 def train(
     cache: CacheOpt = Path("cache"),
@@ -126,17 +116,17 @@ def train(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def predict(
-    checkpoint: CheckpointOpt,
+    checkpoint: opt.CheckpointOpt,
     data: DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for submission.csv (parts: submission.part-K-of-N.csv).")]
     = Path("predictions"),
     scores: Annotated[bool, typer.Option("--scores", help="Add a Score column (probability of malignant).")] = False,
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per forward pass.")] = 8,
-    device: DeviceOpt = "auto",
+    device: opt.DeviceOpt = "auto",
 ) -> None:
     """Write Id,Predicted (0/1) for every test patient, in the CSV's order, to --out/submission.csv.
 
@@ -155,7 +145,7 @@ def predict(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV in the clinical_annotation format with labels 0/1.")],
     predictions: Annotated[Path, typer.Option(
@@ -165,7 +155,7 @@ def evaluate(
     = Path("evaluation"),
     plots: Annotated[bool, typer.Option("--plots", help="Also draw the confusion matrix (confusion_matrix.png).")]
     = False,
-    as_json: JsonOpt = False,
+    as_json: opt.JsonOpt = False,
 ) -> None:
     """Balanced accuracy, per-class recall, confusion matrix, ROC AUC when scores are given.
 

@@ -6,21 +6,10 @@ from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
-from medchallenge.core.options import (
-    BatchSizeOpt,
-    CheckpointOpt,
-    DeviceOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PartOpt,
-    SeedOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
-)
 
-app = challenge_app("MIDOG 2021 mitosis detection with RetinaNet (metric: F1 of 30 px matching).")
+app = opt.challenge_app("MIDOG 2021 mitosis detection with RetinaNet (metric: F1 of 30 px matching).")
 DATA, MODEL = "Data", "Model"
 
 
@@ -44,14 +33,14 @@ SpacingOpt = Annotated[Optional[float], typer.Option(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--width": "size"})
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("midog-sample"),
     n_images: Annotated[int, typer.Option("--n-images", min=3, help="Annotated images (train + test).")] = 12,
     size: Annotated[int, typer.Option("--size", min=64, help="Image width, px (height = round(0.75·width)).")] = 1024,
     height: Annotated[Optional[int], typer.Option("--height", min=64, hidden=True)] = None,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Write synthetic NNN.tiff images and MIDOG.json (test answers in answers/MIDOG.json).
 
@@ -67,16 +56,16 @@ def sample(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--out": "cache", "--tile-size": "tiff_tile"})
 def tile(
     data: DataOpt = Path("."),
     cache: Annotated[Path, typer.Option("--cache", help="Folder of tiled TIFF copies to write.",
                                         rich_help_panel=DATA)] = Path("tiles"),
     tiff_tile: Annotated[int, typer.Option("--tiff-tile", min=16, help="TIFF tile size, px.")] = 256,
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
-    workers: WorkersOpt = 0,
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
+    workers: opt.WorkersOpt = 0,
 ) -> None:
     """Re-encode the images as tiled TIFFs (./tiles, with MIDOG.json) so patches decode lazily.
 
@@ -88,7 +77,7 @@ def tile(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--backbone": "model"})
 @engine_flags(epochs=10, batch_size=12, lr=1e-4, grad_clip=10.0, workers=2)
 def train(
@@ -138,10 +127,10 @@ def train(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--ids": "cases"})
 def predict(
-    checkpoint: CheckpointOpt,
+    checkpoint: opt.CheckpointOpt,
     data: DataOpt = Path("."),
     cases: CasesOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for detections.json (px) and grand-challenge.json (mm).")]
@@ -152,10 +141,10 @@ def predict(
         "--format", help="both, points (detections.json, px) or grand-challenge (grand-challenge.json: the reference"
                          " container's \"Multiple points\", mm).")] = OutputFormat.both,
     spacing: SpacingOpt = None,
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
-    batch_size: BatchSizeOpt = 8,
-    device: DeviceOpt = "auto",
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
+    batch_size: opt.BatchSizeOpt = 8,
+    device: opt.DeviceOpt = "auto",
 ) -> None:
     """Detect mitoses on whole images (overlapping patches, global NMS) into the folder --out.
 
@@ -168,7 +157,7 @@ def predict(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--detections": "predictions", "--ids": "cases"})
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="MIDOG.json with the ground truth.")],
@@ -183,7 +172,7 @@ def evaluate(
     spacing: Annotated[Optional[float], typer.Option(
         "--spacing", min=1e-6, help="µm/px to turn grand-challenge mm into px where the image is not in --data"
                                     " or its TIFF has no resolution.")] = None,
-    as_json: JsonOpt = False,
+    as_json: opt.JsonOpt = False,
 ) -> None:
     """Official F1 (greedy 30 px matching, TP/FP/FN summed over images), overall and per scanner; undefined = null.
 

@@ -7,23 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
+from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
-from medchallenge.core.options import (
-    BatchSizeOpt,
-    DeviceOpt,
-    JsonOpt,
-    OverwriteOpt,
-    PartOpt,
-    PretrainedOpt,
-    SeedOpt,
-    WeightsOpt,
-    WorkersOpt,
-    challenge_app,
-    report_errors,
-)
 
-app = challenge_app("PANDA prostate ISUP grading from whole-slide images (metric: quadratic weighted kappa).")
+app = opt.challenge_app("PANDA prostate ISUP grading from whole-slide images (metric: quadratic weighted kappa).")
 DATA, MODEL = "Data", "Model"
 
 
@@ -64,13 +52,13 @@ SkipMissingOpt = Annotated[bool, typer.Option("--skip-missing", help="Warn about
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def sample(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the synthetic dataset into.")] = Path("panda-sample"),
     n_slides: Annotated[int, typer.Option("--n-slides", min=4, help="Number of slides (train + test).")] = 24,
     size: Annotated[int, typer.Option("--size", min=256, help="Level-0 width and height of each slide, px.")] = 2048,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of slides in the test split.")] = 0.25,
-    seed: SeedOpt = 0,
+    seed: opt.SeedOpt = 0,
 ) -> None:
     """Write a small synthetic PANDA dataset in the real layout (+ answers/test_labels.csv).
 
@@ -84,7 +72,7 @@ def sample(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(
     data: DataOpt = Path("."),
@@ -97,10 +85,10 @@ def tile(
     n_tiles: Annotated[int, typer.Option("--n-tiles", min=1, help="Tiles kept per slide.")] = 36,
     tile_size: Annotated[int, typer.Option("--tile-size", min=8, help="Tile width and height, px.")] = 256,
     mode: Annotated[int, typer.Option("--mode", help="0: grid from the padded corner; 2: shifted by half a tile.")] = 0,
-    workers: WorkersOpt = 0,
-    part: PartOpt = None,
+    workers: opt.WorkersOpt = 0,
+    part: opt.PartOpt = None,
     skip_missing: SkipMissingOpt = False,
-    overwrite: OverwriteOpt = False,
+    overwrite: opt.OverwriteOpt = False,
 ) -> None:
     """Cut each slide's N most-tissue tiles into a cache (default ./tiles, ./tiles_test for --split test).
 
@@ -126,7 +114,7 @@ CacheOpt = Annotated[Path, typer.Option("--cache", help="Tile cache written by `
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--tiles": "cache", "--arch": "model", "--unet-depth": "depth", "--unet-width": "width",
                      "--seg-loss": "loss"})
 @engine_flags(epochs=20, batch_size=2, lr=3e-4, warmup_epochs=1.0, workers=2)
@@ -152,8 +140,8 @@ def train(
     val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=DATA, help="Share of slides for validation.")] = 0.2,
     n_folds: Annotated[Optional[int], typer.Option("--n-folds", rich_help_panel=DATA, help="Use fold --fold of a stratified k-fold split.")] = None,
     fold: Annotated[int, typer.Option("--fold", rich_help_panel=DATA, help="Validation fold (0-based) with --n-folds.")] = 0,
-    pretrained: PretrainedOpt = True,
-    weights: WeightsOpt = None,
+    pretrained: opt.PretrainedOpt = True,
+    weights: opt.WeightsOpt = None,
     *,
     engine: EngineFlags,
 ) -> None:
@@ -215,7 +203,7 @@ def _mask_source(cache: Path, out: Path, masks: Optional[str], mask_model: Optio
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 @deprecated_aliases({"--tiles": "cache"})
 def predict(
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A best.pt or last.pt (or run folder) written by `train`.")] = None,
@@ -225,12 +213,12 @@ def predict(
     mask_model: MaskModelOpt = None,
     tta: Annotated[bool, typer.Option("--tta", help="Average mode-0 and mode-2 tilings.")] = False,
     n_overlays: Annotated[int, typer.Option("--n-overlays", min=0, help="U-Net: overlay PNGs to draw.")] = 4,
-    part: PartOpt = None,
-    overwrite: OverwriteOpt = False,
+    part: opt.PartOpt = None,
+    overwrite: opt.OverwriteOpt = False,
     merge_parts: Annotated[bool, typer.Option("--merge-parts", help="Join OUT/submission.part-K-of-N.csv of all N parts into OUT/submission.csv (no --checkpoint).")] = False,
-    batch_size: BatchSizeOpt = 2,
-    device: DeviceOpt = "auto",
-    workers: WorkersOpt = 0,
+    batch_size: opt.BatchSizeOpt = 2,
+    device: opt.DeviceOpt = "auto",
+    workers: opt.WorkersOpt = 0,
     skip_missing: SkipMissingOpt = False,
 ) -> None:
     """Write OUT/submission.csv (image_id,isup_grade) for every test.csv slide — or, given a U-Net, mask tiles + overlays.
@@ -276,14 +264,14 @@ def predict(
 
 
 @app.command()
-@report_errors
+@opt.report_errors
 def evaluate(
     truth: Annotated[Path, typer.Option("--truth", help="CSV with image_id,isup_grade[,data_provider] (train.csv or an answer key); with --masks, the tile cache holding the true mask tiles.")],
     predictions: Annotated[Path, typer.Option("--predictions", help="predict's folder (its submission.csv, or all its parts) or a submission CSV (image_id,isup_grade).")] = Path("predictions"),
     masks: Annotated[Optional[Path], typer.Option("--masks", help="Score a mask folder from `panda predict` with a U-Net instead.")] = None,
     subset: Annotated[bool, typer.Option("--subset", help="Score only the submitted ids when the submission covers part of the truth (e.g. a fold of train.csv); without it, a missing id is an error, as in the challenge.")] = False,
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")] = Path("evaluation"),
-    as_json: JsonOpt = False,
+    as_json: opt.JsonOpt = False,
 ) -> None:
     """Quadratic weighted kappa, accuracy, per-provider QWK and the confusion matrix (table; metrics.json, cases.csv, PNG in --out).
 
