@@ -127,7 +127,7 @@ def engine_flags(unsupported: dict[str, str] | None = None, **defaults: Any) -> 
     flag_defaults = {p.name: p.default for p in extra}
 
     def decorate(fn: Callable) -> Callable:
-        sig = inspect.signature(fn)
+        sig = _resolved_signature(fn)
         own = [p for name, p in sig.parameters.items() if name != "engine"]
 
         @functools.wraps(fn)
@@ -153,10 +153,8 @@ def deprecated_aliases(aliases: dict[str, str]) -> Callable[[Callable], Callable
     """
 
     def decorate(fn: Callable) -> Callable:
-        sig = inspect.signature(fn)
-        hints = typing.get_type_hints(fn, include_extras=True)  # resolves string annotations
-        for name, param in sig.parameters.items():  # flags @engine_flags added live in the signature only
-            hints.setdefault(name, param.annotation)
+        sig = _resolved_signature(fn)
+        hints = {name: param.annotation for name, param in sig.parameters.items()}
         hidden: list[inspect.Parameter] = []
         names: dict[str, tuple[str, str]] = {}
         for flag, target in aliases.items():
@@ -184,6 +182,18 @@ def deprecated_aliases(aliases: dict[str, str]) -> Callable[[Callable], Callable
         return wrapper
 
     return decorate
+
+
+def _resolved_signature(fn: Callable) -> inspect.Signature:
+    """``fn``'s signature with its annotations evaluated.
+
+    Under ``from __future__ import annotations`` they are strings; a signature handed to Typer with
+    strings loses the ``typer.Option`` inside them (options named after parameters, help gone).
+    Parameters a decorator added (already evaluated) are kept as they are.
+    """
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    return sig.replace(parameters=[p.replace(annotation=hints.get(n, p.annotation)) for n, p in sig.parameters.items()])
 
 
 def _base_type(annotation: Any) -> Any:

@@ -22,10 +22,11 @@ seen: dict = {}
 def train(
     cache: Annotated[Path, typer.Option("--cache", help="Cache folder.")] = Path("cache"),
     width: Annotated[int, typer.Option("--width")] = 8,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     *,
     engine: EngineFlags,
 ) -> None:
-    seen.update(cache=cache, width=width, engine=engine)
+    seen.update(cache=cache, width=width, engine=engine, as_json=as_json)
 
 
 @app.command()
@@ -79,3 +80,12 @@ def test_an_engine_flag_can_have_an_old_name() -> None:
     result = _run("--l2", "0.01")
     assert result.exit_code == 0, result.output
     assert seen["engine"].weight_decay == 0.01 and "--l2 is deprecated" in result.output
+
+
+def test_string_annotations_keep_their_option_names() -> None:
+    """This module uses ``from __future__ import annotations``: ``as_json`` must stay ``--json``."""
+    result = _run("--json")
+    assert result.exit_code == 0, result.output
+    assert seen["as_json"] is True
+    help_text = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
+    assert "--json" in help_text and "--as-json" not in help_text and "Print JSON." in help_text
