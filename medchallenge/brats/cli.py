@@ -10,27 +10,11 @@ import typer
 from medchallenge.core import options as opt
 from medchallenge.core.cliflags import EngineFlags, choices, deprecated_aliases, engine_flags
 from medchallenge.core.jsonio import dumps_json
-from medchallenge.havaei.options import (
-    DATA,
-    ENGINE_DEFAULTS,
-    UNSUPPORTED,
-    Architecture,
-    CacheOpt,
-    DropoutOpt,
-    L1Opt,
-    LrDecayOpt,
-    ModelOpt,
-    MomentumEndOpt,
-    MomentumStartOpt,
-    PatchesOpt,
-    PhaseOpt,
-    RunOutOpt,
-    ValMaxOpt,
-)
+from medchallenge.havaei import options as hv
 
 app = opt.challenge_app("BraTS brain-tumour segmentation with TwoPathCNN / InputCascadeCNN (Dice of WT, TC, ET).")
 
-DataOpt = Annotated[Path, typer.Option("--data", help="Folder of BraTS case folders.", rich_help_panel=DATA)]
+DataOpt = Annotated[Path, typer.Option("--data", help="Folder of BraTS case folders.", rich_help_panel=hv.DATA)]
 FromOpt = Annotated[Optional[Path], typer.Option("--from", rich_help_panel="Model",
                                                  help="BraTS checkpoint to start from (phase 2: the phase-1 best.pt).")]
 EvalOutOpt = Annotated[Path, typer.Option("--out", help="Folder for metrics.json, cases.csv and plots.")]
@@ -84,20 +68,20 @@ def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache
 @app.command()
 @opt.report_errors
 @deprecated_aliases({"--l2": "weight_decay"})
-@engine_flags(unsupported=UNSUPPORTED, **ENGINE_DEFAULTS)
+@engine_flags(unsupported=hv.UNSUPPORTED, **hv.ENGINE_DEFAULTS)
 def train(
-    cache: CacheOpt = Path("patches"),
-    out: RunOutOpt = None,
-    model: ModelOpt = Architecture.twopath,
-    phase: PhaseOpt = 1,
+    cache: hv.CacheOpt = Path("patches"),
+    out: hv.RunOutOpt = None,
+    model: hv.ModelOpt = hv.Architecture.twopath,
+    phase: hv.PhaseOpt = 1,
     from_checkpoint: FromOpt = None,
-    patches_per_epoch: PatchesOpt = 10_000,
-    val_max_cases: ValMaxOpt = 4,
-    momentum_start: MomentumStartOpt = 0.5,
-    momentum_end: MomentumEndOpt = 0.9,
-    lr_decay: LrDecayOpt = 0.9,
-    dropout: DropoutOpt = 0.2,
-    l1: L1Opt = 1e-6,
+    patches_per_epoch: hv.PatchesOpt = 10_000,
+    val_max_cases: hv.ValMaxOpt = 4,
+    momentum_start: hv.MomentumStartOpt = 0.5,
+    momentum_end: hv.MomentumEndOpt = 0.9,
+    lr_decay: hv.LrDecayOpt = 0.9,
+    dropout: hv.DropoutOpt = 0.2,
+    l1: hv.L1Opt = 1e-6,
     *,
     engine: EngineFlags,
 ) -> None:
