@@ -26,9 +26,9 @@ from medchallenge.core import console
 from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
-from medchallenge.core.io import atomic_path
 from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
+from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
 from medchallenge.havaei.inference import segment_slices
 from medchallenge.havaei.patches import body_mask
@@ -110,27 +110,8 @@ def evaluate_brats(predictions: Path, truth: Path) -> EvaluationReport:
 
 def _plots(rows: list[dict[str, Any]]) -> Callable[[Path], None]:
     """Per-case Dice of each region (a box per region with the cases as points)."""
-
-    def draw(folder: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(5, 4))
-        values = [[r[k] for r in rows] for k in REGION_KEYS]
-        ax.boxplot(values, tick_labels=["WT", "TC", "ET"])
-        for i, v in enumerate(values, start=1):
-            ax.scatter([i] * len(v), v, s=10, alpha=0.6)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("Dice")
-        ax.set_title(f"BraTS per-case Dice (n={len(rows)})")
-        fig.tight_layout()
-        with atomic_path(Path(folder) / "dice_per_region.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
-
-    return draw
+    return lambda folder: plot_per_case(rows, REGION_KEYS, ["WT", "TC", "ET"], Path(folder) / "dice_per_region.png",
+                                        "BraTS per-case Dice", ylabel="Dice")
 
 
 def ablation_study(checkpoint: Path, data: Path, truth: Path, path_name: str, device: str = "auto",

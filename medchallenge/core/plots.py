@@ -115,3 +115,20 @@ def save_image_grid(images: Sequence[np.ndarray], titles: Sequence[str], path: s
         ax.set_title(title, fontsize=8)
     _save(fig, Path(path))
     plt.close(fig)
+
+
+def plot_per_case(rows: Sequence[dict[str, Any]], keys: Sequence[str], labels: Sequence[str], path: str | Path,
+                  title: str, ylabel: str = "Dice per case") -> None:
+    """A box per score (``keys`` of each row) with the cases drawn as points; NaN scores are left out."""
+    plt = _pyplot()
+    values = [[float(r[k]) for r in rows if r[k] is not None and np.isfinite(float(r[k]))] for k in keys]
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(keys), 4))
+    ax.boxplot(values, tick_labels=list(labels))
+    for i, v in enumerate(values, start=1):
+        ax.scatter(np.full(len(v), i), v, s=10, alpha=0.6)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title} (n={len(rows)})")
+    fig.tight_layout()
+    _save(fig, Path(path))
+    plt.close(fig)

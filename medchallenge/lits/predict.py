@@ -6,16 +6,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
 from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
-from medchallenge.core.io import atomic_path
 from medchallenge.core.nifti import read_volume, write_volume
 from medchallenge.core.parts import select_part
+from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
 from medchallenge.havaei.inference import segment_slices
 from medchallenge.lits.data import check_label_map, find_cases, find_segmentations, read_ct
@@ -80,27 +79,8 @@ def evaluate_lits(predictions: Path, truth: Path) -> EvaluationReport:
 
 def _plots(rows: list[dict[str, Any]]) -> Callable[[Path], None]:
     """Per-case liver and tumour Dice (a box each, the cases as points)."""
-
-    def draw(folder: Path) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(4, 4))
-        values = [[r[k] for r in rows] for k in ("liver_dice", "tumor_dice")]
-        ax.boxplot(values, tick_labels=["liver", "tumour"])
-        for i, v in enumerate(values, start=1):
-            ax.scatter(np.full(len(v), i), v, s=10, alpha=0.6)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_ylabel("Dice per case")
-        ax.set_title(f"LiTS (n={len(rows)})")
-        fig.tight_layout()
-        with atomic_path(Path(folder) / "dice_per_case.png") as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
-
-    return draw
+    return lambda folder: plot_per_case(rows, ("liver_dice", "tumor_dice"), ["liver", "tumour"],
+                                        Path(folder) / "dice_per_case.png", "LiTS")
 
 
 def _order(name: str) -> tuple[bool, int]:
