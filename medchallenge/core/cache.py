@@ -49,7 +49,9 @@ class CacheDir:
             raise DataError(self.meta_file, f"unreadable cache metadata ({err})") from err
         if not isinstance(meta, dict) or meta.get("kind") != self.kind:
             found = meta.get("kind") if isinstance(meta, dict) else None
-            raise DataError(self.root, f"a cache of kind {found!r}, expected {self.kind!r} (or made by an older version)")
+            challenge = self.kind.split("-")[0]
+            raise DataError(self.root, f"a cache of kind {found!r}, expected {self.kind!r} (or of an older format, made by"
+                                       f" an older version): re-run `medchallenge {challenge} tile --overwrite` to rebuild it")
         return dict(meta.get("settings", {}))
 
     def open_for_writing(self, settings: dict[str, Any], overwrite: bool = False) -> None:
@@ -63,7 +65,7 @@ class CacheDir:
             try:
                 old = self.settings()
             except DataError as err:
-                raise OptionError(f"{err}: pass --overwrite to rebuild it, or choose another --cache") from err
+                raise OptionError(f"{err}, or choose another --cache") from err
             changed = self._changes(old, settings)
             if changed:
                 raise OptionError(

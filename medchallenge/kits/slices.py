@@ -11,7 +11,6 @@ from all finished cases, so ``--part K/N`` jobs can share the folder. ``meta.jso
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,22 +87,6 @@ def rebuild_index(out: Path) -> pd.DataFrame:
 KIND = "kits-slices"
 
 
-def _refuse_old_format(root: Path, overwrite: bool) -> None:
-    """An old flat meta.json (no kind) is no cache of this format: rebuild with --overwrite, else one-line error."""
-    meta_file = Path(root) / "meta.json"
-    if not meta_file.is_file():
-        return
-    try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return  # CacheDir reports an unreadable meta.json itself
-    if isinstance(meta, dict) and "kind" not in meta and "window" in meta:
-        if not overwrite:
-            raise DataError(root, "a slice cache of an older format: re-run `medchallenge kits tile --overwrite`"
-                                  " to rebuild it")
-        meta_file.unlink()  # --overwrite redoes every case of this run, so the old settings go
-
-
 def tile_cases(data: Path, out: Path, cases: list[int] | None = None, window: tuple[float, float] = (-79.0, 304.0),
                mean: float = 101.0, std: float = 76.9, workers: int = 0, part: str | None = None,
                overwrite: bool = False) -> pd.DataFrame:
@@ -119,7 +102,6 @@ def tile_cases(data: Path, out: Path, cases: list[int] | None = None, window: tu
     skipped = [] if cases is None else sorted(set(cases) - {c.number for c in found})
     if skipped:
         console.warn(f"case(s) without segmentation.nii.gz skipped: {', '.join(f'case_{n:05d}' for n in skipped[:5])}")
-    _refuse_old_format(out, overwrite)
     cache.open_for_writing({"window": list(window), "mean": mean, "std": std}, overwrite)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
@@ -131,7 +113,6 @@ def tile_cases(data: Path, out: Path, cases: list[int] | None = None, window: tu
 
 def load_meta(slices: Path) -> Normalisation:
     """The normalisation a slice cache was written with (a DataError for no cache or an old-format one)."""
-    _refuse_old_format(slices, overwrite=False)
     settings = CacheDir(slices, KIND).settings()
     try:
         return Normalisation(settings["window"][0], settings["window"][1], settings["mean"], settings["std"])
