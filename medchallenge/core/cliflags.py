@@ -18,13 +18,14 @@ import re
 import sys
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from medchallenge.core.errors import OptionError
+from medchallenge.core.resume import base_type, restore_run_options, to_json_value
 
 OPTIMISATION, HARDWARE, RUN = "Optimisation", "Hardware", "Run"
 
@@ -69,6 +70,7 @@ class EngineFlags:
     log_every: float
     resume: bool
     tensorboard: bool
+    command_options: dict[str, Any] = field(default_factory=dict)  # every option of the command, as run
 
     def config(self, out: Path, **fixed: Any) -> Any:
         """The TrainConfig for run folder ``out``; ``fixed`` are values the challenge sets itself."""
@@ -84,7 +86,7 @@ def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
          "scheduler": Scheduler.cosine, "warmup_epochs": 0.0, "accumulate": 1, "grad_clip": None, "device": "auto",
          "workers": 2, "amp": True, "channels_last": False, "compile": False, "seed": 0, "val_every": 1,
          "checkpoint_every": None, "log_every": 30.0,
-         "resume": False, "tensorboard": False, **defaults}
+         "resume": None, "tensorboard": False, **defaults}
     spec: list[tuple[str, Any, Any]] = [
         ("epochs", int, typer.Option("--epochs", min=1, help="Training epochs.", rich_help_panel=OPTIMISATION)),
         ("batch_size", int, typer.Option("--batch-size", min=1, help="Samples per batch (per GPU).", rich_help_panel=OPTIMISATION)),
@@ -104,14 +106,15 @@ def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
         ("val_every", int, typer.Option("--val-every", min=1, help="Validate every N epochs (and after the last).", rich_help_panel=RUN)),
         ("checkpoint_every", Optional[float], typer.Option("--checkpoint-every", min=0.1, help="Also save a resumable last.pt every N minutes inside an epoch.", rich_help_panel=RUN)),
         ("log_every", float, typer.Option("--log-every", min=0.0, help="Seconds between progress lines in batch logs (no TTY).", rich_help_panel=RUN)),
-        ("resume", bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.", rich_help_panel=RUN)),
+        ("resume", Optional[str], typer.Option("--resume", metavar="RUN", rich_help_panel=RUN,
+                                                help="Continue run folder RUN (or 'latest') with its own options from its last.pt.")),
         ("tensorboard", bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard (optional extra).", rich_help_panel=RUN)),
     ]
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d[name], annotation=Annotated[kind, option])
             for name, kind, option in spec]
 
 
-ENGINE_FLAG_NAMES = tuple(f.name for f in fields(EngineFlags))
+ENGINE_FLAG_NAMES = tuple(f.name for f in fields(EngineFlags) if f.name != "command_options")
 
 
 def engine_flags(unsupported: dict[str, str] | None = None, **defaults: Any) -> Callable[[Callable], Callable]:
@@ -132,12 +135,17 @@ def engine_flags(unsupported: dict[str, str] | None = None, **defaults: Any) -> 
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if kwargs.get("resume"):
+                kwargs = restore_run_options(kwargs, wrapper.__signature__)  # type: ignore[attr-defined]
             values = {name: kwargs.pop(name) for name in ENGINE_FLAG_NAMES}
             for name, why in unsupported.items():
                 if values[name] != flag_defaults[name]:
                     raise OptionError(f"--{name.replace('_', '-')} is not supported here: {why}")
+            recorded = {**{k: to_json_value(v) for k, v in kwargs.items()},
+                        **{k: to_json_value(v) for k, v in values.items() if k != "resume"}}
             values = {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in values.items()}
-            return fn(*args, engine=EngineFlags(**values), **kwargs)
+            values["resume"] = bool(values["resume"])
+            return fn(*args, engine=EngineFlags(**values, command_options=recorded), **kwargs)
 
         wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
         return wrapper
@@ -158,7 +166,7 @@ def deprecated_aliases(aliases: dict[str, str]) -> Callable[[Callable], Callable
         hidden: list[inspect.Parameter] = []
         names: dict[str, tuple[str, str]] = {}
         for flag, target in aliases.items():
-            kind = _base_type(hints[target])
+            kind = base_type(hints[target])
             pname = "deprecated_" + flag.lstrip("-").replace("-", "_")
             names[pname] = (flag, target)
             hidden.append(inspect.Parameter(pname, inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -194,14 +202,6 @@ def _resolved_signature(fn: Callable) -> inspect.Signature:
     sig = inspect.signature(fn)
     hints = typing.get_type_hints(fn, include_extras=True)
     return sig.replace(parameters=[p.replace(annotation=hints.get(n, p.annotation)) for n, p in sig.parameters.items()])
-
-
-def _base_type(annotation: Any) -> Any:
-    """The Python type inside ``Annotated[T, typer.Option(...)]`` (Optional[T] → T)."""
-    args = getattr(annotation, "__metadata__", None) and annotation.__origin__
-    kind = args if args else annotation
-    inner = [a for a in getattr(kind, "__args__", ()) if a is not type(None)]
-    return inner[0] if inner else kind
 
 
 def _flag_of(annotation: Any, name: str) -> str:

@@ -18,7 +18,7 @@ from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path, write_csv, write_json
 
 # keys that say where or how a run was started, not what it trained
-_IGNORED = ("out", "provenance", "version", "world_size", "resume")
+_IGNORED = ("out", "provenance", "version", "world_size", "resume", "command_options", "data")
 
 
 def read_run(run: Path) -> tuple[dict[str, Any], pd.DataFrame]:

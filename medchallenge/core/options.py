@@ -85,7 +85,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 PartOpt = Annotated[
     Optional[str], typer.Option("--part", help="K/N: process only part K of N (array jobs); reruns skip finished work.")
 ]
-ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")]
 AmpOpt = Annotated[bool, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA (bf16 where supported, else fp16).")]
 ChannelsLastOpt = Annotated[bool, typer.Option("--channels-last", help="channels_last memory format (faster convs on GPU).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model.")]

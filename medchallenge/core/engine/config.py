@@ -43,6 +43,7 @@ class TrainConfig:
     log_every: float = 30.0  # seconds between plain progress lines (batch jobs)
     tensorboard: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    command_options: dict[str, Any] = field(default_factory=dict)  # the train command's options (for --resume)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
