@@ -64,7 +64,9 @@ def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, stat
                 _optimizer_step(model, state, cfg.grad_clip)
                 if after_step is not None and step + 1 < n_batches:
                     after_step(EpochPosition(epoch, step + 1, total, count))
-            steplog.update(step + 1, total / count, state.optimizer.param_groups[0]["lr"], batch_len(batch), wait)
+            lr = state.optimizer.param_groups[0]["lr"]
+            steplog.update(step + 1, total / count, lr, batch_len(batch), wait)
+            trainer.record_step(epoch * n_batches + step + 1, loss_value, lr)
             fetched = time.perf_counter()
     return total / max(count, 1), steplog.rate()
 

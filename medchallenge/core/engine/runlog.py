@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
@@ -50,6 +51,31 @@ class RunLog:
                     self.writer.add_scalar(key, val, row["epoch"])
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in row.items() if k != "epoch")
         console.log(f"epoch {row['epoch']}/{self.epochs}: {shown}{' *' if improved else ''}")
+
+    def step(self, global_step: int, loss: float, lr: float) -> None:
+        """Per-batch TensorBoard scalars: the batch loss and the learning rate."""
+        if self.writer is not None:
+            self.writer.add_scalar("train/loss_step", loss, global_step)
+            self.writer.add_scalar("train/lr", lr, global_step)
+
+    def images(self, epoch: int, images: dict[str, Any]) -> None:
+        """A few prediction images of an epoch: C×H×W floats in [0, 1] or H×W×C uint8 arrays."""
+        if self.writer is None:
+            return
+        for tag, image in images.items():
+            array = image.detach().cpu().numpy() if hasattr(image, "detach") else np.asarray(image)
+            hwc = array.ndim == 3 and array.shape[-1] in (3, 4) and array.shape[0] not in (1, 3, 4)
+            if array.ndim == 2:
+                array, hwc = array[None], False
+            self.writer.add_image(f"preview/{tag}", array, epoch, dataformats="HWC" if hwc else "CHW")
+
+    def hparams(self, hparams: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """The run's options against its best metrics (TensorBoard's HPARAMS tab)."""
+        if self.writer is None:
+            return
+        plain = {k: v for k, v in hparams.items() if isinstance(v, (bool, int, float, str))}
+        shown = {f"hparam/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v == v}
+        self.writer.add_hparams(plain, shown, run_name=".")
 
     def json_history(self) -> list[dict[str, Any]]:
         return strict_json(self.history)
