@@ -95,8 +95,7 @@ def train(
     out = out or default_run_dir(f"{model.value}-phase{phase}")
     options = HavaeiOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
                             momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases)
-    result = BratsTrainer(engine.config(out), options).fit()
-    typer.echo(f"best validation mean Dice {result['best']['mean_dice']}: {out / 'best.pt'}", err=True)
+    BratsTrainer(engine.config(out), options).fit()
 
 
 @app.command()

@@ -104,3 +104,17 @@ def print_report(report: CheckReport) -> None:
     for p in report.problems:
         problems.add_row(p.path, p.problem, "[red]yes[/red]" if p.blocking else "no")
     console.print(problems)
+
+
+def emit(report: CheckReport, as_json: bool) -> None:
+    """Print the report (tables, or one JSON object with ``--json``); exit 2 when a problem would stop ``tile``."""
+    import typer
+
+    from medchallenge.core.jsonio import dumps_json
+
+    if as_json:
+        typer.echo(dumps_json(report.to_json()))
+    else:
+        print_report(report)
+    if report.blocking:
+        raise typer.Exit(report.exit_code())

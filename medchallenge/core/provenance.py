@@ -76,6 +76,56 @@ def run_record(device: Any, amp_dtype: Any) -> dict[str, Any]:
             "environment": environment()}
 
 
+def fingerprint(path: Path) -> str | None:
+    """A SHA-256 that changes when the data at ``path`` changes; None when it does not exist.
+
+    A file is hashed whole (up to 256 MB; larger ones by size and modification time). A folder
+    (a tile cache, a dataset) is hashed by its metadata and index files (``*.json``, ``*.csv`` at
+    its top) and the relative path and size of every file in it, without reading images.
+    """
+    import hashlib
+    import os
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    if path.is_file():
+        _hash_file(digest, path)
+        return digest.hexdigest()
+    if not path.is_dir():
+        return None
+    for index in sorted([*path.glob("*.json"), *path.glob("*.csv")]):
+        digest.update(index.name.encode())
+        _hash_file(digest, index)
+    for folder, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            file = Path(folder, name)
+            digest.update(f"{file.relative_to(path)}\0{file.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def _hash_file(digest: Any, path: Path, limit: int = 256 << 20) -> None:
+    stat = path.stat()
+    if stat.st_size > limit:
+        digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+        return
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+
+
+def data_record(options: Any) -> dict[str, Any]:
+    """Every input path among a run's options: its absolute path and :func:`fingerprint`."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    else:
+        values = dict(options or {}) if isinstance(options, dict) else {}
+    return {name: {"path": str(Path(value).absolute()), "fingerprint": fingerprint(Path(value))}
+            for name, value in values.items() if isinstance(value, Path) and Path(value).exists()}
+
+
 def pretrained_files() -> list[dict[str, Any]]:
     """Every pretrained weight file the toolkit can use, where it is looked for, and whether it is there."""
     import torchvision.models as tvm

@@ -108,8 +108,7 @@ def train(
     out = out or default_run_dir(model.value)
     options = KitsOptions(cache=cache, depth=depth, width=width, batch_norm=batch_norm, loss=loss.value,
                           oversample=oversample, patch_size=patch_size, val_fraction=val_fraction)
-    result = KitsTrainer(engine.config(out), options).fit()
-    typer.echo(f"best validation composite Dice {result['best']['composite_dice']}: {out / 'best.pt'}", err=True)
+    KitsTrainer(engine.config(out), options).fit()
 
 
 @app.command()

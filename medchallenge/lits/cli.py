@@ -88,8 +88,7 @@ def train(
     options = LitsOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
                           momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases,
                           transfer=transfer.value)
-    result = LitsTrainer(engine.config(out), options).fit()
-    typer.echo(f"best validation mean Dice {result['best']['mean_dice']}: {out / 'best.pt'}", err=True)
+    LitsTrainer(engine.config(out), options).fit()
 
 
 @app.command()

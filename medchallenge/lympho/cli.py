@@ -111,8 +111,7 @@ def train(
                             clinical_features=[f.strip() for f in clinical_features.split(",") if f.strip()],
                             loss=loss.value, class_weight=class_weight, val_fraction=val_fraction, n_folds=n_folds,
                             fold=fold, max_batch_images=max_batch_images, max_images=max_images)
-    result = LymphoTrainer(config, options).fit()
-    typer.echo(f"best validation balanced accuracy {result['best']['balanced_accuracy']}: {out / 'best.pt'}", err=True)
+    LymphoTrainer(config, options).fit()
 
 
 @app.command()

@@ -122,8 +122,7 @@ def train(
                            patches_per_image=patches_per_image, trainable_layers=trainable_backbone_layers,
                            pretrained=pretrained, weights=weights, imposters=imposters.value, centre=centre,
                            val_fraction=val_fraction, val_ids=val_ids)
-    result = MidogTrainer(engine.config(out), options).fit()
-    typer.echo(f"best validation F1 {result['best']['f1']}: {out / 'best.pt'}", err=True)
+    MidogTrainer(engine.config(out), options).fit()
 
 
 @app.command()

@@ -172,8 +172,7 @@ def train(
                            pretrained=pretrained, weights=weights, val_fraction=val_fraction, n_folds=n_folds,
                            fold=fold, masks=masks, label_scheme=label_scheme.value if label_scheme else None,
                            grad_checkpoint=grad_checkpoint)
-    result = PandaTrainer(engine.config(out), options).fit()
-    typer.echo(f"best validation QWK {result['best']['qwk']}: {out / 'best.pt'}", err=True)
+    PandaTrainer(engine.config(out), options).fit()
 
 
 def _train_unet(cache: Path, out: Path, engine: EngineFlags, masks: Optional[str], mask_model: Optional[list[Path]],
@@ -183,8 +182,7 @@ def _train_unet(cache: Path, out: Path, engine: EngineFlags, masks: Optional[str
 
     if masks or mask_model:
         raise OptionError("--masks/--mask-model are for the mask-guided classifier, not --model unet")
-    result = PandaSegTrainer(engine.config(out), SegOptions(cache=cache, **seg)).fit()  # type: ignore[arg-type]
-    typer.echo(f"best validation Dice {result['best']['dice']}: {out / 'best.pt'}", err=True)
+    PandaSegTrainer(engine.config(out), SegOptions(cache=cache, **seg)).fit()  # type: ignore[arg-type]
 
 
 def _mask_source(cache: Path, out: Path, masks: Optional[str], mask_model: Optional[list[Path]],

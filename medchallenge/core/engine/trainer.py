@@ -38,7 +38,7 @@ from medchallenge.core.engine.saver import CheckpointSaver
 from medchallenge.core.errors import OptionError, Preempted
 from medchallenge.core.io import write_json
 from medchallenge.core.jsonio import strict_json
-from medchallenge.core.provenance import run_record
+from medchallenge.core.provenance import data_record, run_record
 from medchallenge.core.registry import Registry
 from medchallenge.core.runs import link_latest
 from medchallenge.core.seeding import epoch_seed, seed_everything
@@ -82,6 +82,7 @@ class Trainer:
         self.loaders = Loaders(config.seed, config.workers)
         self.epoch = 0
         self._stop = StopFlag()
+        self._runlog: RunLog | None = None
 
     # ------------------------------------------------------------------ hooks
     def model_spec(self) -> dict[str, Any]:
@@ -142,6 +143,14 @@ class Trainer:
     def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
         """Called after each epoch's checkpoints are written (0-based epoch)."""
 
+    def preview_images(self, model: nn.Module) -> dict[str, Any]:
+        """A few validation predictions as images for TensorBoard (``--tensorboard``), after validation.
+
+        Returns tag → C×H×W float tensor in [0, 1] or H×W×C uint8 array (e.g. an image with the
+        truth and the prediction overlaid, from :func:`medchallenge.core.preview.overlay`).
+        """
+        return {}
+
     # ------------------------------------------------------------- helpers
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
@@ -155,6 +164,11 @@ class Trainer:
     @property
     def is_main(self) -> bool:
         return self.dist.is_main
+
+    def record_step(self, global_step: int, loss: float, lr: float) -> None:
+        """Per-batch TensorBoard scalars (rank 0, ``--tensorboard``); called by the training loop."""
+        if self._runlog is not None:
+            self._runlog.step(global_step, loss, lr)
 
     # ----------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
@@ -194,6 +208,7 @@ class Trainer:
         self._create_run_dir()
         log_handler = console.add_file_log(self.run_dir / "train.log") if self.is_main else None
         runlog.open_tensorboard(cfg.tensorboard)
+        self._runlog = runlog
         self._stop.install()
         try:
             self._write_config(optimization_record(state.optimizer, state.scheduler))
@@ -201,12 +216,14 @@ class Trainer:
                         f"-{cfg.epochs}")
             for epoch in range(start, cfg.epochs):
                 self._run_epoch(run, epoch)
+            runlog.hparams({**self.config.to_json(), **options_record(self.options)}, {self.monitor: saver.best_value})
         finally:
             self._stop.restore()
             runlog.close()
             if log_handler is not None:
                 console.logger.removeHandler(log_handler)
                 log_handler.close()
+        console.log(f"best validation {self.monitor} {_shown(saver.best_value)}: {self.run_dir / 'best.pt'}")
         return {"run_dir": str(self.run_dir), "best": {self.monitor: saver.best_value},
                 "last": runlog.history[-1] if runlog.history else {}, "history": runlog.history}
 
@@ -216,7 +233,7 @@ class Trainer:
         if self.is_main:
             if last.exists() and not self.config.resume:
                 raise OptionError(
-                    f"{self.run_dir} already holds a run (last.pt): pass --resume to continue it, or another --out"
+                    f"{self.run_dir} already holds a run (last.pt): continue it with --resume {self.run_dir}, or give another --out"
                 )
             if self.config.resume and not last.exists():
                 raise OptionError(f"--resume: {last} not found, nothing to resume")
@@ -291,7 +308,9 @@ class Trainer:
     def _write_config(self, optimization: dict[str, Any]) -> None:
         if self.is_main:
             provenance = run_record(self.device, self.amp_dtype)
-            write_json(self.run_dir / "config.json", {**self.record(), **optimization, "provenance": provenance})
+            data = data_record(self.options)
+            write_json(self.run_dir / "config.json",
+                       {**self.record(), **optimization, "data": data, "provenance": provenance})
         barrier()
 
     def _run_epoch(self, run: _Run, epoch: int) -> None:
@@ -311,6 +330,10 @@ class Trainer:
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             metrics = evaluate(self, run.raw_model) if self.is_main else {}
             row.update(broadcast_object(metrics))  # every rank agrees on the metrics
+            if run.runlog.writer is not None:
+                run.raw_model.eval()
+                with torch.no_grad(), self.autocast():
+                    run.runlog.images(epoch + 1, self.preview_images(run.raw_model))
         row["time_s"] = round(time.perf_counter() - started, 3)
         row["train_samples_per_s"] = round(rate * self.dist.world_size, 2)  # over all ranks
         if self.device.type == "cuda":
@@ -348,7 +371,7 @@ class Trainer:
         where = f"epoch {position.epoch + 1}, step {position.batches_done}/{len(run.loader)}"
         if stop:
             raise Preempted(f"signal received: saved {self.run_dir / 'last.pt'} at {where};"
-                            f" continue with --resume --out {self.run_dir}")
+                            f" continue with --resume {self.run_dir}")
         console.log(f"saved {self.run_dir / 'last.pt'} at {where} (--checkpoint-every)")
 
     def _payload(self, raw_model: nn.Module, epoch: int, row: dict[str, Any]) -> dict[str, Any]:
@@ -370,3 +393,7 @@ class Trainer:
         np.random.seed(seed % 2**32)
         random.seed(seed)
         self.loaders.set_epoch(epoch)
+
+
+def _shown(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
