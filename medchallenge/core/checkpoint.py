@@ -13,9 +13,10 @@ A checkpoint is a plain dict (loadable with ``torch.load(weights_only=True)``)::
 
 from __future__ import annotations
 
+import json
 import pickle
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,56 @@ def load_model(
         raise DataError(path, f"cannot rebuild model '{spec['name']}' from {kwargs} ({err})") from err
     load_state_dict_checked(model, payload["state_dict"], path)
     return model.to(map_location).eval(), payload
+
+
+def expand_checkpoints(paths: Sequence[str | Path]) -> list[Path]:
+    """Checkpoint files from ``--checkpoint`` values: a file; a run folder (its best.pt); a ``cv`` folder
+    (the best.pt of each of its fold runs, as its metrics.json lists them)."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        cv_metrics = path / "metrics.json"
+        if path.is_dir() and not (path / "best.pt").exists() and cv_metrics.is_file():
+            try:
+                runs = json.loads(cv_metrics.read_text()).get("runs")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                runs = None
+            if not runs:
+                raise DataError(path, "neither a run folder (no best.pt) nor a cv folder (no runs in metrics.json)")
+            files.extend(Path(run) / "best.pt" for run in runs)
+        else:
+            files.append(resolve_checkpoint(path))
+    if not files:
+        raise DataError(None, "no --checkpoint given")
+    return files
+
+
+def load_models(
+    paths: Sequence[str | Path],
+    registry: Any,
+    *,
+    challenge: str,
+    models: Iterable[str] | None = None,
+    expect: dict[str, Any] | None = None,
+    map_location: str | torch.device = "cpu",
+    same_meta: Sequence[str] = (),
+) -> list[tuple[torch.nn.Module, dict[str, Any]]]:
+    """The models of an ensemble (``--checkpoint A --checkpoint B``, run or cv folders), each via :func:`load_model`.
+
+    ``same_meta`` names the checkpoint meta keys (classes, preprocessing, tile size) every member
+    must share with the first: an ensemble averages outputs, which only means something when the
+    models read the same input the same way and predict the same classes.
+
+    Raises:
+        DataError: a checkpoint :func:`load_model` refuses, or one whose ``same_meta`` differs (naming the key).
+    """
+    files = expand_checkpoints(paths)
+    loaded = [load_model(f, registry, challenge=challenge, models=models, expect=expect, map_location=map_location)
+              for f in files]
+    first_meta = loaded[0][1].get("meta", {})
+    for path, (_, payload) in zip(files[1:], loaded[1:]):
+        meta = payload.get("meta", {})
+        for key in same_meta:
+            if meta.get(key) != first_meta.get(key):
+                raise DataError(path, f"cannot ensemble with {files[0]}: meta '{key}' is {meta.get(key)!r}"
+                                      f" there {first_meta.get(key)!r}")
+    return loaded

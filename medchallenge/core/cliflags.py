@@ -27,7 +27,7 @@ import typer
 from medchallenge.core.errors import OptionError
 from medchallenge.core.resume import base_type, restore_run_options, to_json_value
 
-OPTIMISATION, HARDWARE, RUN = "Optimisation", "Hardware", "Run"
+OPTIMISATION, HARDWARE, RUN, DATA = "Optimisation", "Hardware", "Run", "Data"
 
 
 def choices(name: str, *values: str) -> Any:
@@ -70,6 +70,8 @@ class EngineFlags:
     log_every: float
     resume: bool
     tensorboard: bool
+    n_folds: Optional[int] = None
+    fold: int = 0
     command_options: dict[str, Any] = field(default_factory=dict)  # every option of the command, as run
 
     def config(self, out: Path, **fixed: Any) -> Any:
@@ -79,6 +81,12 @@ class EngineFlags:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         return TrainConfig(out=out, **{**values, **fixed})
 
+    def run_dir(self, model: str) -> Path:
+        """The default run folder: ``runs/<model>[-fold<K>]-<time>-...`` (the fold when ``--n-folds`` is set)."""
+        from medchallenge.core.runs import default_run_dir
+
+        return default_run_dir(model, self.fold if self.n_folds else None)
+
 
 def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
     """The shared flags as keyword parameters with Typer annotations and this challenge's defaults."""
@@ -86,7 +94,7 @@ def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
          "scheduler": Scheduler.cosine, "warmup_epochs": 0.0, "accumulate": 1, "grad_clip": None, "device": "auto",
          "workers": 2, "amp": True, "channels_last": False, "compile": False, "seed": 0, "val_every": 1,
          "checkpoint_every": None, "log_every": 30.0,
-         "resume": None, "tensorboard": False, **defaults}
+         "resume": None, "tensorboard": False, "n_folds": None, "fold": 0, **defaults}
     spec: list[tuple[str, Any, Any]] = [
         ("epochs", int, typer.Option("--epochs", min=1, help="Training epochs.", rich_help_panel=OPTIMISATION)),
         ("batch_size", int, typer.Option("--batch-size", min=1, help="Samples per batch (per GPU).", rich_help_panel=OPTIMISATION)),
@@ -109,6 +117,9 @@ def _flag_parameters(defaults: dict[str, Any]) -> list[inspect.Parameter]:
         ("resume", Optional[str], typer.Option("--resume", metavar="RUN", rich_help_panel=RUN,
                                                 help="Continue run folder RUN (or 'latest') with its own options from its last.pt.")),
         ("tensorboard", bool, typer.Option("--tensorboard", help="Also log to RUN/tensorboard (optional extra).", rich_help_panel=RUN)),
+        ("n_folds", Optional[int], typer.Option("--n-folds", min=2, rich_help_panel=DATA,
+                                                help="Cross-validation: split the cases into N folds (grouped, stratified).")),
+        ("fold", int, typer.Option("--fold", min=0, rich_help_panel=DATA, help="The validation fold (0-based) with --n-folds.")),
     ]
     return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d[name], annotation=Annotated[kind, option])
             for name, kind, option in spec]

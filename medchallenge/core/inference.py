@@ -21,6 +21,45 @@ Forward = Callable[[torch.Tensor], torch.Tensor]
 FLIPS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
 
 
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th of the 8 dihedral transforms of the last two axes (k = 0..7: 4 rotations, each mirrored)."""
+    y = torch.rot90(x, k % 4, dims=(-2, -1))
+    return y.flip(-1) if k >= 4 else y
+
+
+def undo_dihedral(y: torch.Tensor, k: int) -> torch.Tensor:
+    """The inverse of :func:`dihedral` (maps a transformed map back onto the original grid)."""
+    y = y.flip(-1) if k >= 4 else y
+    return torch.rot90(y, -(k % 4), dims=(-2, -1))
+
+
+@torch.no_grad()
+def mean_probabilities(forwards: Forward | Sequence[Forward], x: torch.Tensor, tta: bool = False,
+                       views: int = 8, activation: str = "softmax") -> torch.Tensor:
+    """Class probabilities (B×K) averaged over models and, with ``tta``, over dihedral views of ``x``.
+
+    Args:
+        forwards: models mapping a batch (…×H×W in its last two axes) to B×K logits.
+        x: the batch on the device; the views transform its last two axes.
+        tta: average the first ``views`` dihedral transforms (8: rotations and mirrors; 2: identity
+            and a mirror) — what a pathology patch's label does not depend on.
+        activation: ``softmax`` over K, ``sigmoid`` per output, or ``none`` (regression/ordinal scores).
+    """
+    forwards = [forwards] if callable(forwards) else list(forwards)
+    ks = range(views) if tta else (0,)
+    total: torch.Tensor | None = None
+    for forward in forwards:
+        for k in ks:
+            out = forward(dihedral(x, k) if k else x).float()
+            if activation == "softmax":
+                out = torch.softmax(out, dim=1)
+            elif activation == "sigmoid":
+                out = torch.sigmoid(out)
+            total = out if total is None else total + out
+    assert total is not None
+    return total / (len(forwards) * len(ks))
+
+
 def batch_slices(n: int, batch_size: int) -> list[slice]:
     """Consecutive slices covering ``range(n)`` in steps of ``batch_size``."""
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]

@@ -39,10 +39,15 @@ def checkpoint_hash(path: Path) -> str:
 class PredictionManifest:
     """The provenance of the outputs in ``out`` made by ``checkpoint`` with ``options``."""
 
-    def __init__(self, out: Path, checkpoint: Path, options: dict[str, Any]) -> None:
+    def __init__(self, out: Path, checkpoint: Path | Sequence[Path], options: dict[str, Any]) -> None:
         self.out = Path(out)
-        self.checkpoint = Path(checkpoint)
-        self.sha256 = checkpoint_hash(self.checkpoint)
+        members = [Path(checkpoint)] if isinstance(checkpoint, (str, Path)) else [Path(c) for c in checkpoint]
+        self.checkpoints = members
+        self.checkpoint = members[0]
+        hashes = [checkpoint_hash(c) for c in members]
+        # an ensemble is identified by its members in order (the average does not depend on the order,
+        # but a different list is a different model to the user)
+        self.sha256 = hashes[0] if len(hashes) == 1 else hashlib.sha256(",".join(hashes).encode()).hexdigest()
         self.options = strict_json(options)
         self.options_key = hashlib.sha256(dumps_json(self.options).encode()).hexdigest()
 
@@ -71,9 +76,13 @@ class PredictionManifest:
                         " redoing them")
         return todo
 
+    def _checkpoint_field(self) -> str | list[str]:
+        paths = [str(c.resolve()) for c in self.checkpoints]
+        return paths[0] if len(paths) == 1 else paths
+
     def record(self, name: str) -> None:
         """Note that output ``name`` was just written by this checkpoint and options."""
-        write_json(self._record_file(name), {"checkpoint": str(self.checkpoint.resolve()), "sha256": self.sha256,
+        write_json(self._record_file(name), {"checkpoint": self._checkpoint_field(), "sha256": self.sha256,
                                              "options_key": self.options_key})
-        write_json(self.out / "manifest.json", {"checkpoint": str(self.checkpoint.resolve()),
+        write_json(self.out / "manifest.json", {"checkpoint": self._checkpoint_field(),
                                                 "sha256": self.sha256, "options": self.options})

@@ -75,6 +75,15 @@ DataOpt = Annotated[Path, typer.Option("--data", help="Dataset folder in the cha
 TilesOpt = Annotated[Path, typer.Option("--tiles", help="Tile cache written by `tile`.")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Where to write the output.")]
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", help="A best.pt or last.pt written by `train`.")]
+CheckpointsOpt = Annotated[
+    list[Path],
+    typer.Option("--checkpoint", help="A best.pt, a run folder (its best.pt) or a cv folder (its folds);"
+                                      " repeat for an ensemble (outputs averaged)."),
+]
+TtaOpt = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average mirrored/rotated views.")]
+ThresholdOpt = Annotated[
+    str, typer.Option("--threshold", help="auto (tuned on validation, stored in the checkpoint) or a number.")
+]
 EpochsOpt = Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")]
 BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Samples per batch (per GPU).")]
 LrOpt = Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate.")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold, StratifiedShuffleSplit
@@ -67,3 +68,43 @@ def grouped_split(
     val_groups = set(shuffled[:n_val].tolist())
     mask = np.array([g in val_groups for g in groups_arr])
     return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def case_split(groups: Sequence[str], strata: Sequence[Any] | None, val_fraction: float, n_folds: int | None,
+               fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val) of items such that no group (case, patient, slide) straddles the two.
+
+    Args:
+        groups: the group id of each item (items of a group always land on the same side).
+        strata: a label per item to stratify by (a group takes its most frequent label); None: none.
+        val_fraction: the validation share of groups when ``n_folds`` is None.
+        n_folds: fold ``fold`` of a seeded stratified group k-fold; None: one seeded split.
+        seed: the split's seed (the same seed and folds give the same split on every machine).
+
+    Raises:
+        OptionError: fewer groups than folds (or than 2).
+    """
+    groups_arr = np.asarray([str(g) for g in groups])
+    unique, inverse = np.unique(groups_arr, return_inverse=True)
+    if strata is None:
+        labels = np.zeros(len(unique), dtype=np.int64)
+    else:
+        labels = _group_labels(inverse, np.asarray([str(s) for s in strata]), len(unique))
+    if n_folds is None:
+        if len(unique) < 2:
+            raise OptionError(f"cannot split {len(unique)} case(s) into training and validation")
+        _, val_groups = stratified_split(labels, val_fraction, seed)
+    else:
+        if len(unique) < n_folds:
+            raise OptionError(f"--n-folds {n_folds}: only {len(unique)} case(s) to split")
+        _, val_groups = kfold_split(labels, n_folds, fold, seed)
+    is_val = np.isin(inverse, val_groups)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _group_labels(inverse: np.ndarray, strata: np.ndarray, n_groups: int) -> np.ndarray:
+    """The most frequent stratum of each group, as integer codes (ties: the smallest code)."""
+    _, codes = np.unique(strata, return_inverse=True)
+    counts = np.zeros((n_groups, codes.max() + 1), dtype=np.int64)
+    np.add.at(counts, (inverse, codes), 1)
+    return counts.argmax(axis=1)

@@ -42,6 +42,8 @@ class TrainConfig:
     checkpoint_every: float | None = None  # minutes between resumable saves inside an epoch
     log_every: float = 30.0  # seconds between plain progress lines (batch jobs)
     tensorboard: bool = False
+    n_folds: int | None = None  # cross-validation folds (None: one split by the challenge's val fraction)
+    fold: int = 0  # the validation fold with n_folds
     extra: dict[str, Any] = field(default_factory=dict)
     command_options: dict[str, Any] = field(default_factory=dict)  # the train command's options (for --resume)
 
@@ -55,6 +57,10 @@ class TrainConfig:
             raise OptionError(f"--optimizer {self.optimizer}: expected one of {', '.join(OPTIMIZERS)}")
         if self.scheduler.lower() not in SCHEDULERS:
             raise OptionError(f"--scheduler {self.scheduler}: expected one of {', '.join(SCHEDULERS)}")
+        if self.n_folds is not None and (self.n_folds < 2 or not 0 <= self.fold < self.n_folds):
+            raise OptionError(f"--fold {self.fold} --n-folds {self.n_folds}: expected n_folds >= 2 and 0 <= fold < n_folds")
+        if self.n_folds is None and self.fold != 0:
+            raise OptionError(f"--fold {self.fold} needs --n-folds")
         for name in ("epochs", "batch_size", "accumulate", "val_every", "step_size"):
             if getattr(self, name) < 1:
                 raise OptionError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")

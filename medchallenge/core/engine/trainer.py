@@ -6,11 +6,12 @@ import contextlib
 import math
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -36,12 +37,13 @@ from medchallenge.core.engine.position import EpochPosition, StopFlag, rng_state
 from medchallenge.core.engine.runlog import RunLog, require_tensorboard
 from medchallenge.core.engine.saver import CheckpointSaver
 from medchallenge.core.errors import OptionError, Preempted
-from medchallenge.core.io import write_json
+from medchallenge.core.io import write_csv, write_json
 from medchallenge.core.jsonio import strict_json
 from medchallenge.core.provenance import data_record, run_record
 from medchallenge.core.registry import Registry
 from medchallenge.core.runs import link_latest
 from medchallenge.core.seeding import epoch_seed, seed_everything
+from medchallenge.core.splits import case_split
 
 
 @dataclass
@@ -83,6 +85,7 @@ class Trainer:
         self.epoch = 0
         self._stop = StopFlag()
         self._runlog: RunLog | None = None
+        self._split: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ hooks
     def model_spec(self) -> dict[str, Any]:
@@ -143,6 +146,14 @@ class Trainer:
     def on_epoch_end(self, epoch: int, row: dict[str, Any]) -> None:
         """Called after each epoch's checkpoints are written (0-based epoch)."""
 
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Out-of-fold predictions: one row per validation case (``"id"`` plus what ``cv_score`` pools).
+
+        Called once after the last epoch with best.pt's weights loaded (eval mode, no gradients,
+        autocast); the engine writes the rows to RUN/oof.csv. The default writes nothing.
+        """
+        return []
+
     def preview_images(self, model: nn.Module) -> dict[str, Any]:
         """A few validation predictions as images for TensorBoard (``--tensorboard``), after validation.
 
@@ -152,6 +163,21 @@ class Trainer:
         return {}
 
     # ------------------------------------------------------------- helpers
+    def split_items(self, groups: Sequence[Any], strata: Sequence[Any] | None,
+                    val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """Indices (train, val) of the items: fold ``--fold`` of ``--n-folds``, else one ``val_fraction`` split.
+
+        ``groups[i]`` is item i's case/patient/slide (never on both sides), ``strata[i]`` its label to
+        stratify by. Seeded by ``--seed``; the engine writes the split (the group ids) to RUN/split.json.
+        """
+        cfg = self.config
+        train, val = case_split(groups, strata, val_fraction, cfg.n_folds, cfg.fold, cfg.seed)
+        names = [str(g) for g in groups]
+        self._split = {"n_folds": cfg.n_folds, "fold": cfg.fold if cfg.n_folds else None, "seed": cfg.seed,
+                       "val_fraction": None if cfg.n_folds else val_fraction,
+                       "train": sorted({names[i] for i in train}), "val": sorted({names[i] for i in val})}
+        return train, val
+
     @contextlib.contextmanager
     def autocast(self) -> Iterator[None]:
         """Mixed precision as configured (a no-op on CPU)."""
@@ -216,6 +242,7 @@ class Trainer:
                         f"-{cfg.epochs}")
             for epoch in range(start, cfg.epochs):
                 self._run_epoch(run, epoch)
+            self._write_oof(run.raw_model)
             runlog.hparams({**self.config.to_json(), **options_record(self.options)}, {self.monitor: saver.best_value})
         finally:
             self._stop.restore()
@@ -243,6 +270,8 @@ class Trainer:
         if self.is_main:
             (self.run_dir / "plots").mkdir(parents=True, exist_ok=True)
             link_latest(self.run_dir)
+            if self._split is not None:
+                write_json(self.run_dir / "split.json", self._split)
         barrier()
 
     def _setup_model(self) -> tuple[nn.Module, nn.Module]:
@@ -347,6 +376,23 @@ class Trainer:
         run.last_save = time.monotonic()
         barrier()
         self.on_epoch_end(epoch, row)
+
+    def _write_oof(self, raw_model: nn.Module) -> None:
+        """RUN/oof.csv: the validation predictions of best.pt's weights (rank 0; the model is restored after)."""
+        best = self.run_dir / "best.pt"
+        if not self.is_main or not best.is_file():
+            return
+        current = {k: v.detach().clone() for k, v in raw_model.state_dict().items()}
+        raw_model.load_state_dict(load_checkpoint(best, map_location=self.device)["state_dict"])
+        raw_model.eval()
+        with torch.no_grad(), self.autocast():
+            rows = self.oof_rows(raw_model)
+        raw_model.load_state_dict(current)
+        if rows:
+            frame = pd.DataFrame(strict_json(rows))
+            frame.insert(1, "fold", self.config.fold if self.config.n_folds else -1)
+            write_csv(self.run_dir / "oof.csv", frame)
+            console.log(f"out-of-fold predictions of {len(frame)} validation case(s): {self.run_dir / 'oof.csv'}")
 
     def _train_state(self, run: _Run) -> dict[str, Any]:
         state = run.state
