@@ -143,12 +143,15 @@ def engine_flags(unsupported: dict[str, str] | None = None, **defaults: Any) -> 
     def decorate(fn: Callable) -> Callable:
         sig = _resolved_signature(fn)
         own = [p for name, p in sig.parameters.items() if name != "engine"]
+        # a command that declares an engine flag itself keeps its own (it receives it, and so does engine)
+        shared = {p.name for p in own} & set(ENGINE_FLAG_NAMES)
+        flags = [p for p in extra if p.name not in shared]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if kwargs.get("resume"):
                 kwargs = restore_run_options(kwargs, wrapper.__signature__)  # type: ignore[attr-defined]
-            values = {name: kwargs.pop(name) for name in ENGINE_FLAG_NAMES}
+            values = {name: kwargs[name] if name in shared else kwargs.pop(name) for name in ENGINE_FLAG_NAMES}
             for name, why in unsupported.items():
                 if values[name] != flag_defaults[name]:
                     raise OptionError(f"--{name.replace('_', '-')} is not supported here: {why}")
@@ -158,7 +161,7 @@ def engine_flags(unsupported: dict[str, str] | None = None, **defaults: Any) -> 
             values["resume"] = bool(values["resume"])
             return fn(*args, engine=EngineFlags(**values, command_options=recorded), **kwargs)
 
-        wrapper.__signature__ = sig.replace(parameters=own + extra)  # type: ignore[attr-defined]
+        wrapper.__signature__ = sig.replace(parameters=own + flags)  # type: ignore[attr-defined]
         return wrapper
 
     return decorate
