@@ -42,6 +42,20 @@ def sample(
 
 @app.command()
 @opt.report_errors
+def check(data: DataOpt = Path("."), as_json: opt.JsonOpt = False, workers: opt.WorkersOpt = 0) -> None:
+    """Check the layout, headers and label values before `tile` (exit 2 when tile would stop).
+
+    Reads CT headers only (size, spacing, direction, voxel type) and the segmentations' labels.
+    Example: medchallenge lits check --data . --json
+    """
+    from medchallenge.core.check import emit
+    from medchallenge.lits.check import check_lits
+
+    emit(check_lits(data, workers), as_json)
+
+
+@app.command()
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache", help="Patch cache to write.")]
          = Path("patches"), workers: opt.WorkersOpt = 0, part: opt.PartOpt = None, overwrite: opt.OverwriteOpt = False) -> None:

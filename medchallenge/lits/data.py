@@ -13,7 +13,7 @@ import numpy as np
 
 from medchallenge.core.errors import DataError
 from medchallenge.core.names import check_name
-from medchallenge.core.nifti import Volume, read_geometry, read_volume
+from medchallenge.core.nifti import Geometry, Volume, read_geometry, read_volume
 
 VOLUME_RE = re.compile(r"^(test-)?volume-(\d+)\.nii(\.gz)?$")
 
@@ -103,16 +103,26 @@ def check_label_map(labels: np.ndarray, path: Path) -> np.ndarray:
 def read_ct(path: Path) -> Volume:
     """CT in signed HU (float32); an unsigned integer volume with no negative values is an error."""
     volume = read_volume(path)
-    if np.issubdtype(volume.array.dtype, np.unsignedinteger):
-        raise DataError(path, f"CT stored as unsigned {volume.array.dtype} (min {int(volume.array.min())}): HU must be"
-                              " signed — air is about −1000; a uint8/uint16 load wraps negative HU")
+    check_ct_dtype(volume.array.dtype, path, f" (min {int(volume.array.min())})")
     volume.array = volume.array.astype(np.float32, copy=False)
     return volume
+
+
+def check_ct_dtype(dtype: np.dtype, path: Path, detail: str = "") -> None:
+    """CT voxels must be signed: an unsigned integer type (as stored, after any rescale) is an error."""
+    if np.issubdtype(dtype, np.unsignedinteger):
+        raise DataError(path, f"CT stored as unsigned {np.dtype(dtype)}{detail}: HU must be signed — air is about"
+                              " −1000; a uint8/uint16 load wraps negative HU")
+
+
+def check_segmentation_grid(segmentation: Path, volume: Path, geometry: Geometry) -> None:
+    """The segmentation's header must put its voxels on the volume's grid (size, spacing, origin, direction)."""
+    if not read_geometry(segmentation).same_grid(geometry):
+        raise DataError(segmentation, f"grid differs from {volume.name}")
 
 
 def read_labels(case: LitsCase, reference: Volume) -> np.ndarray:
     """Labels {0, 1, 2} on the volume's grid (uint8, SimpleITK array order)."""
     assert case.segmentation is not None
-    if not read_geometry(case.segmentation).same_grid(reference.geometry):
-        raise DataError(case.segmentation, f"grid differs from {case.volume.name}")
+    check_segmentation_grid(case.segmentation, case.volume, reference.geometry)
     return check_label_map(read_volume(case.segmentation).array, case.segmentation)
