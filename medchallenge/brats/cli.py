@@ -53,6 +53,20 @@ def sample(
 
 @app.command()
 @opt.report_errors
+def check(data: DataOpt = Path("."), as_json: opt.JsonOpt = False, workers: opt.WorkersOpt = 0) -> None:
+    """Check the layout (2021 or 2023 naming), headers (size, spacing, direction, voxel type), label values
+    and modality/label agreement of every case, reading headers only; exit 2 when tile would stop.
+
+    Example: medchallenge brats check --data BraTS2021 --workers 4
+    """
+    from medchallenge.brats.check import check_brats
+    from medchallenge.core.check import emit
+
+    emit(check_brats(data, workers), as_json)
+
+
+@app.command()
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(data: DataOpt = Path("."), cache: Annotated[Path, typer.Option("--cache", help="Patch cache to write.")]
          = Path("patches"), workers: opt.WorkersOpt = 0, part: opt.PartOpt = None, overwrite: opt.OverwriteOpt = False) -> None:

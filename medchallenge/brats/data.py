@@ -20,7 +20,7 @@ import numpy as np
 
 from medchallenge.core.errors import DataError
 from medchallenge.core.names import check_name
-from medchallenge.core.nifti import Volume, read_geometry, read_volume
+from medchallenge.core.nifti import Geometry, Volume, read_geometry, read_volume
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 """Channel order of every cache and model (the 2021 names; 2023 files map onto them)."""
@@ -69,8 +69,12 @@ def _find(folder: Path, name: str, separator: str, suffix: str) -> Path | None:
     return None
 
 
-def _case_in(folder: Path) -> BratsCase | None:
-    """The case held by ``folder`` in either naming, None when it holds no modality file."""
+def case_in(folder: Path) -> BratsCase | None:
+    """The case held by ``folder`` in either naming, None when it holds no modality file.
+
+    Raises:
+        DataError: the folder mixes the two namings, lacks a modality, or is not a plain name.
+    """
     found = {}
     for conv in CONVENTIONS.values():
         files = {s: _find(folder, folder.name, conv.separator, s) for s in conv.files}
@@ -104,7 +108,7 @@ def find_cases(data: str | Path, names: list[str] | None = None) -> list[BratsCa
     for folder in sorted(p for p in data.iterdir() if p.is_dir()):
         if names is not None and folder.name not in names:
             continue
-        case = _case_in(folder)
+        case = case_in(folder)
         if case is not None:
             cases.append(case)
     if not cases:
@@ -175,6 +179,13 @@ def read_labels(path: Path, convention: str) -> np.ndarray:
     return labels.astype(np.uint8)
 
 
+def check_grid(path: Path, geometry: Geometry, reference: Path, reference_geometry: Geometry) -> None:
+    """Refuse a file whose grid (size, spacing, origin, direction) is not that of the case's FLAIR."""
+    if not geometry.same_grid(reference_geometry):
+        raise DataError(path, f"grid differs from {reference.name} (size {geometry.size} vs"
+                              f" {reference_geometry.size})")
+
+
 def read_case(case: BratsCase, with_labels: bool = True) -> tuple[np.ndarray, Volume, np.ndarray | None]:
     """(modalities C×S×H×W float32 axial-first, the FLAIR volume for its geometry, class indices
     S×H×W uint8 in {0, 1, 2, 4} or None)."""
@@ -182,14 +193,11 @@ def read_case(case: BratsCase, with_labels: bool = True) -> tuple[np.ndarray, Vo
     channels = [reference.axial_first()]
     for path in case.images[1:]:
         volume = read_volume(path, dtype=np.float32)
-        if not volume.geometry.same_grid(reference.geometry):
-            raise DataError(path, f"grid differs from {case.images[0].name} (size {volume.geometry.size} vs"
-                                  f" {reference.geometry.size})")
+        check_grid(path, volume.geometry, case.images[0], reference.geometry)
         channels.append(volume.axial_first())
     classes = None
     if with_labels and case.segmentation is not None:
-        if not read_geometry(case.segmentation).same_grid(reference.geometry):
-            raise DataError(case.segmentation, f"grid differs from {case.images[0].name}")
+        check_grid(case.segmentation, read_geometry(case.segmentation), case.images[0], reference.geometry)
         labels = np.moveaxis(read_labels(case.segmentation, case.convention), reference.axial_axis, 0)
         classes = np.ascontiguousarray(labels_to_classes(labels, case.convention))
     return np.stack(channels), reference, classes
