@@ -57,6 +57,24 @@ def sample(
 
 @app.command()
 @opt.report_errors
+def check(
+    data: DataOpt = Path("."),
+    as_json: opt.JsonOpt = False,
+    workers: opt.WorkersOpt = 0,
+) -> None:
+    """Check MIDOG.json and the TIFF headers (nothing decoded): counts, sizes, pixel sizes, every problem
+    with its file; exit 2 when one would stop tile.
+
+    Example: medchallenge midog check --data /data/midog --workers 4
+    """
+    from medchallenge.core.check import emit
+    from medchallenge.midog.check import check_dataset
+
+    emit(check_dataset(data, workers), as_json)
+
+
+@app.command()
+@opt.report_errors
 @deprecated_aliases({"--out": "cache", "--tile-size": "tiff_tile"})
 def tile(
     data: DataOpt = Path("."),

@@ -51,13 +51,11 @@ class MidogImage:
         return scanner_of(self.image_id)
 
 
-def load_midog_json(path: str | Path) -> dict[int, MidogImage]:
-    """Parse MIDOG.json into images by id, each box turned into its unclipped centre (x, y px).
+def read_midog_document(path: str | Path) -> dict:
+    """The parsed JSON object of MIDOG.json, with its ``images`` and ``annotations`` lists.
 
     Raises:
-        DataError: unreadable JSON, missing keys, a file_name that is not a plain name, a bbox that
-            is not [x1, y1, x2, y2] with x2 > x1 and y2 > y1, an annotation of an unknown image or
-            category.
+        DataError: a missing file, invalid JSON, not an object, or a missing key.
     """
     path = Path(path)
     if not path.is_file():
@@ -66,32 +64,83 @@ def load_midog_json(path: str | Path) -> dict[int, MidogImage]:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(path, f"not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise DataError(path, f"expected a JSON object with 'images' and 'annotations', got a {type(data).__name__}")
     for key in ("images", "annotations"):
         if key not in data:
             raise DataError(path, f"missing key '{key}'")
+        if not isinstance(data[key], list):
+            raise DataError(path, f"'{key}' is not a list")
+    return data
+
+
+def parse_image_entry(k: int, entry: object, path: Path, seen: dict[int, str]) -> MidogImage:
+    """``images[k]`` as a record; ``seen`` (id → file_name of the entries before) catches duplicates.
+
+    Raises:
+        DataError: a missing or non-numeric field, a file_name that is not a plain name, an id or
+            file_name given twice (a second entry would silently replace the first).
+    """
+    try:
+        image_id, name = int(entry["id"]), entry["file_name"]  # type: ignore[index]
+        width, height = int(entry["width"]), int(entry["height"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(path, f"images[{k}]: needs file_name, id, width, height ({err})") from err
+    # file_name is joined onto the data folder by every command
+    name = check_name(name, path, what="file_name", where=f"images[{k}]")
+    if width < 1 or height < 1:
+        raise DataError(path, f"images[{k}] ({name}): size {width}×{height} px")
+    if image_id in seen:
+        raise DataError(path, f"images[{k}]: id {image_id} is also {seen[image_id]}'s id")
+    if name in seen.values():
+        raise DataError(path, f"images[{k}]: file_name {name} is listed twice")
+    seen[image_id] = name
+    return MidogImage(image_id, name, width, height)
+
+
+def parse_annotation(k: int, ann: object, path: Path, image_ids: set[int] | dict) -> tuple[int, int, np.ndarray]:
+    """``annotations[k]`` → (image id, category, box ``[x1, y1, x2, y2]`` as 4 floats).
+
+    Raises:
+        DataError: not a bbox of four numbers with x2 > x1 and y2 > y1, an unknown image or category.
+    """
+    try:
+        box = np.asarray([float(v) for v in ann["bbox"]], dtype=float)  # type: ignore[index]
+        image_id, category = int(ann["image_id"]), int(ann["category_id"])  # type: ignore[index]
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataError(path, f"annotations[{k}]: needs bbox [x1,y1,x2,y2], category_id, image_id ({err})") from err
+    ident = ann.get("id") if isinstance(ann, dict) else None
+    if len(box) != 4 or not np.isfinite(box).all():
+        raise DataError(path, f"annotations[{k}] (id {ident}): bbox {ann['bbox']} is not four finite numbers")  # type: ignore[index]
+    x1, y1, x2, y2 = box
+    if x2 <= x1 or y2 <= y1:
+        raise DataError(path, f"annotations[{k}] (id {ident}): bbox {ann['bbox']} is not [x1, y1, x2, y2]"  # type: ignore[index]
+                              " with x2 > x1 and y2 > y1 (COCO xywh?)")
+    if image_id not in image_ids:
+        raise DataError(path, f"annotations[{k}]: image_id {image_id} is not in 'images'")
+    if category not in (MITOSIS, IMPOSTER):
+        raise DataError(path, f"annotations[{k}]: unknown category_id {category}")
+    return image_id, category, box
+
+
+def load_midog_json(path: str | Path) -> dict[int, MidogImage]:
+    """Parse MIDOG.json into images by id, each box turned into its unclipped centre (x, y px).
+
+    Raises:
+        DataError: unreadable JSON, missing keys, a file_name that is not a plain name, an image id
+            or file_name given twice, a bbox that is not [x1, y1, x2, y2] with x2 > x1 and y2 > y1,
+            an annotation of an unknown image or category.
+    """
+    path = Path(path)
+    data = read_midog_document(path)
     images: dict[int, MidogImage] = {}
-    for k, img in enumerate(data["images"]):
-        try:
-            image_id, name, width, height = int(img["id"]), img["file_name"], int(img["width"]), int(img["height"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(path, f"images[{k}]: needs file_name, id, width, height ({err})") from err
-        # file_name is joined onto the data folder by every command
-        images[image_id] = MidogImage(image_id, check_name(name, path, what="file_name", where=f"images[{k}]"),
-                                      width, height)
+    seen: dict[int, str] = {}
+    for k, entry in enumerate(data["images"]):
+        img = parse_image_entry(k, entry, path, seen)
+        images[img.image_id] = img
     centres: dict[tuple[int, int], list[tuple[float, float]]] = {}
     for k, ann in enumerate(data["annotations"]):
-        try:
-            x1, y1, x2, y2 = (float(v) for v in ann["bbox"])
-            image_id, category = int(ann["image_id"]), int(ann["category_id"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise DataError(path, f"annotations[{k}]: needs bbox [x1,y1,x2,y2], category_id, image_id ({err})") from err
-        if x2 <= x1 or y2 <= y1:
-            raise DataError(path, f"annotations[{k}] (id {ann.get('id')}): bbox {ann['bbox']} is not [x1, y1, x2, y2]"
-                                  " with x2 > x1 and y2 > y1 (COCO xywh?)")
-        if image_id not in images:
-            raise DataError(path, f"annotations[{k}]: image_id {image_id} is not in 'images'")
-        if category not in (MITOSIS, IMPOSTER):
-            raise DataError(path, f"annotations[{k}]: unknown category_id {category}")
+        image_id, category, (x1, y1, x2, y2) = parse_annotation(k, ann, path, images)
         # no clipping to the image: the official centre of a border-crossing box is its own centre
         centres.setdefault((image_id, category), []).append(((x1 + x2) / 2, (y1 + y2) / 2))
     for image_id, img in images.items():

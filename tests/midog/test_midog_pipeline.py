@@ -112,7 +112,8 @@ def test_tile_rewrites_as_tiled_tiff(tmp_path: Path) -> None:
     data.mkdir()
     image = np.random.default_rng(0).integers(0, 255, (300, 400, 3), dtype=np.uint8)
     tifffile.imwrite(data / "001.tiff", image)  # strips, like the real release
-    (data / "MIDOG.json").write_text("{}")
+    (data / "MIDOG.json").write_text(json.dumps({"images": [{"file_name": "001.tiff", "id": 1, "width": 400,
+                                                             "height": 300}], "annotations": []}))
     _ok(["midog", "tile", "--data", str(data), "--cache", str(tmp_path / "tiles")])
     with open_slide(tmp_path / "tiles" / "001.tiff") as reader:
         assert reader.tiled
