@@ -48,6 +48,23 @@ def sample(
 
 @app.command()
 @opt.report_errors
+def check(
+    data: opt.DataOpt = Path("."),
+    as_json: opt.JsonOpt = False,
+    workers: opt.WorkersOpt = 0,
+) -> None:
+    """Check a KiTS19 folder before `tile`: layout, headers, grids and label values; exit 2 if tile would stop.
+
+    Example: medchallenge kits check --data /data/kits19 --workers 4
+    """
+    from medchallenge.core.check import emit
+    from medchallenge.kits.check import check_dataset
+
+    emit(check_dataset(data, workers), as_json)
+
+
+@app.command()
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(
     data: opt.DataOpt = Path("."),

@@ -16,7 +16,7 @@ import numpy as np
 
 from medchallenge.core.errors import DataError
 from medchallenge.core.names import check_name
-from medchallenge.core.nifti import Volume, read_geometry, read_volume
+from medchallenge.core.nifti import Geometry, Volume, read_geometry, read_volume
 
 LABELS = {0: "background", 1: "kidney", 2: "tumor"}
 CASE_PATTERN = re.compile(r"case_[0-9]{5}")
@@ -60,6 +60,20 @@ def data_root(data: str | Path) -> Path:
     return data
 
 
+def case_of_folder(folder: Path, root: Path) -> Case:
+    """The case in ``folder`` (a ``case_XXXXX`` folder under ``root``); the segmentation is optional.
+
+    Raises:
+        DataError: a misnamed folder (naming ``root``), or no ``imaging.nii.gz`` (naming the folder).
+    """
+    number = check_case_name(folder.name, root)
+    imaging = folder / "imaging.nii.gz"
+    if not imaging.is_file():
+        raise DataError(folder, "case folder without imaging.nii.gz")
+    seg = folder / "segmentation.nii.gz"
+    return Case(folder.name, number, imaging, seg if seg.is_file() else None)
+
+
 def find_cases(data: str | Path, numbers: list[int] | None = None, need_segmentation: bool = False) -> list[Case]:
     """The cases under ``data`` (sorted), optionally only ``numbers`` and only those with labels.
 
@@ -79,13 +93,10 @@ def find_cases(data: str | Path, numbers: list[int] | None = None, need_segmenta
         number = check_case_name(folder.name, root)  # the folder named in the message, quoted
         if numbers is not None and number not in numbers:
             continue
-        imaging = folder / "imaging.nii.gz"
-        if not imaging.is_file():
-            raise DataError(folder, "case folder without imaging.nii.gz")
-        seg = folder / "segmentation.nii.gz"
-        if need_segmentation and not seg.is_file():
+        case = case_of_folder(folder, root)
+        if need_segmentation and case.segmentation is None:
             continue
-        cases.append(Case(folder.name, number, imaging, seg if seg.is_file() else None))
+        cases.append(case)
     if numbers is not None:
         missing = sorted(set(numbers) - {c.number for c in cases})
         if missing and not need_segmentation:
@@ -145,6 +156,17 @@ def count_nan_voxels(path: Path, chunk: int = 1 << 24) -> int:
         raise DataError(path, f"truncated or corrupt file ({type(err).__name__})") from err
 
 
+def check_same_grid(labels: Geometry, imaging: Geometry, path: Path) -> None:
+    """Refuse a segmentation (``path``) whose grid is not the imaging's (size, spacing, origin, direction)."""
+    if not labels.same_grid(imaging):
+        raise DataError(
+            path,
+            f"grid differs from imaging.nii.gz (size {labels.size} vs {imaging.size},"
+            f" spacing {tuple(round(s, 3) for s in labels.spacing)} vs"
+            f" {tuple(round(s, 3) for s in imaging.spacing)})",
+        )
+
+
 def read_case(case: Case, with_labels: bool = True, as_float: bool = True) -> tuple[Volume, np.ndarray | None]:
     """Imaging (HU, float32; as stored, e.g. int16, with ``as_float=False``) and labels (uint8, same
     numpy layout), geometry checked.
@@ -159,13 +181,6 @@ def read_case(case: Case, with_labels: bool = True, as_float: bool = True) -> tu
         raise DataError(case.imaging, f"{n_nan} NaN voxel(s) ({case.case_id})")
     labels = None
     if with_labels and case.segmentation is not None:
-        geometry = read_geometry(case.segmentation)
-        if not geometry.same_grid(image.geometry):
-            raise DataError(
-                case.segmentation,
-                f"grid differs from imaging.nii.gz (size {geometry.size} vs {image.geometry.size},"
-                f" spacing {tuple(round(s, 3) for s in geometry.spacing)} vs"
-                f" {tuple(round(s, 3) for s in image.geometry.spacing)})",
-            )
+        check_same_grid(read_geometry(case.segmentation), image.geometry, case.segmentation)
         labels = check_labels(read_volume(case.segmentation).array, case.segmentation)
     return image, labels
