@@ -12,10 +12,12 @@ from medchallenge.core import console
 from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
+from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.nifti import read_volume, write_volume
 from medchallenge.core.parts import select_part
 from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
+from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.havaei.inference import segment_slices
 from medchallenge.lits.data import check_label_map, find_cases, find_segmentations, read_ct
 from medchallenge.lits.metrics import LitsScores, lits_case_score
@@ -33,14 +35,20 @@ def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", 
     cases = [c for c in find_cases(data) if c.test or not test_only]
     if not cases:
         raise DataError(data, "no test-volume-N.nii (use --all for the training volumes)")
+    cases = select_part(cases, part)
+    # an output is kept only when this checkpoint made it with these options (a retrained model redoes it)
+    manifest = PredictionManifest(out, resolve_checkpoint(checkpoint), {"classes": [0, 1, 2]})
+    names = [c.prediction_name for c in cases]
+    todo = manifest.pending(names, [(Path(out) / n).exists() for n in names], overwrite)
+    if len(todo) < len(cases):
+        console.log(f"{len(cases) - len(todo)} prediction(s) in {out} already made by this checkpoint: skipped")
     written = []
-    for case in console.track(select_part(cases, part), "predict"):
-        target = Path(out) / case.prediction_name
-        if target.exists() and not overwrite:
-            continue
+    for i in console.track(todo, "predict"):
+        case, target = cases[i], Path(out) / names[i]
         volume = read_ct(case.volume)
         classes = segment_slices(model, normalise_ct(volume.axial_first()), dev, batch_size, amp_dtype(dev), [0, 1, 2])
         write_volume(target, volume.from_axial_first(classes), volume.geometry, compress=False)
+        manifest.record(names[i])
         written.append(target)
     console.log(f"wrote {len(written)} prediction(s) to {out}")
     return written
