@@ -26,6 +26,23 @@ from medchallenge.lympho.data import patient_images, read_annotations, warn_unli
 KIND = "lympho-crops"
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) in px from the file's header (nothing decoded); DataError when PIL cannot read it."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise DataError(path, f"unreadable image ({type(err).__name__})") from err
+
+
+def check_crop(path: Path, size: tuple[int, int], crop: int) -> None:
+    """DataError when an image of ``size`` (w, h) cannot give a ``crop``×``crop`` centre crop."""
+    if size[0] < crop or size[1] < crop:
+        raise DataError(path, f"image {size[0]}×{size[1]} smaller than the --crop {crop}")
+
+
 def load_image(path: Path, crop: int) -> np.ndarray:
     """Decode one image and centre-crop it: 3×crop×crop uint8."""
     from PIL import Image, UnidentifiedImageError
@@ -36,8 +53,7 @@ def load_image(path: Path, crop: int) -> np.ndarray:
     except (UnidentifiedImageError, OSError, ValueError) as err:
         raise DataError(path, f"unreadable image ({type(err).__name__})") from err
     h, w = array.shape[:2]
-    if h < crop or w < crop:
-        raise DataError(path, f"image {w}×{h} smaller than the --crop {crop}")
+    check_crop(path, (w, h), crop)
     y, x = (h - crop) // 2, (w - crop) // 2
     return np.ascontiguousarray(array[y : y + crop, x : x + crop].transpose(2, 0, 1))
 

@@ -67,6 +67,26 @@ def tile(
 
 @app.command()
 @opt.report_errors
+def check(
+    data: DataOpt = Path("."),
+    crop: Annotated[int, typer.Option("--crop", min=8, help="The tile --crop every image must allow, px.")] = 112,
+    workers: opt.WorkersOpt = 0,
+    as_json: opt.JsonOpt = False,
+) -> None:
+    """Check the dataset before tile: the CSV, patient folders, image headers; every problem with its file.
+
+    Exit 2 when a problem would stop tile (warnings alone: exit 0).
+
+    Example: medchallenge lympho check --data . --json
+    """
+    from medchallenge.core.check import emit
+    from medchallenge.lympho.check import check_dataset
+
+    emit(check_dataset(data, crop, workers), as_json)
+
+
+@app.command()
+@opt.report_errors
 @engine_flags(epochs=20, lr=1e-4, batch_size=32, scheduler=Scheduler.none, workers=2)
 def train(
     cache: CacheOpt = Path("cache"),
