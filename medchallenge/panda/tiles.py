@@ -205,9 +205,9 @@ def tile_slide(
     if mode not in (0, 2):
         raise OptionError(f"--mode {mode}: expected 0 or 2")
     with open_slide(slide_file) as slide:
-        if level >= slide.level_count:
-            raise DataError(slide_file, f"has {slide.level_count} level(s), --level {level} asked for"
-                                        " (--level auto takes the nearest level every slide has)")
+        problem = level_problem(slide.level_count, level)
+        if problem is not None:
+            raise DataError(slide_file, problem)
         width, height = slide.level_dimensions[level]
         grid = Grid.of(height, width, tile_size, mode)
         n_grid = grid.rows * grid.cols
@@ -253,10 +253,25 @@ def _cut_masks(mask_file: Path, level: int, xs: np.ndarray, ys: np.ndarray, fill
             raise DataError(mask_file, f"has {mask.level_count} level(s), --level {level} asked for")
         for k in np.flatnonzero(~fill):
             masks[k] = mask.read_region(int(xs[k]), int(ys[k]), level, tile, tile, fill=0)[..., 0]
-    if provider is not None and masks.size and masks.max() >= MASK_CLASSES[provider]:
-        raise DataError(mask_file, f"mask label {int(masks.max())} does not fit provider {provider}"
-                                   f" (labels 0–{MASK_CLASSES[provider] - 1})")
+    problem = mask_label_problem(int(masks.max()) if masks.size else 0, provider)
+    if problem is not None:
+        raise DataError(mask_file, problem)
     return masks
+
+
+def mask_label_problem(max_label: int, provider: str | None) -> str | None:
+    """Why a mask whose largest label is ``max_label`` does not fit ``provider``'s labels (None: it fits)."""
+    if provider is not None and max_label >= MASK_CLASSES[provider]:
+        return f"mask label {max_label} does not fit provider {provider} (labels 0–{MASK_CLASSES[provider] - 1})"
+    return None
+
+
+def level_problem(level_count: int, level: int) -> str | None:
+    """Why a slide (or mask) of ``level_count`` levels cannot be tiled at ``level`` (None: it can)."""
+    if level >= level_count:
+        return (f"has {level_count} level(s), --level {level} asked for"
+                " (--level auto takes the nearest level every slide has)")
+    return None
 
 
 # ---------------------------------------------------------------------------- the cache
@@ -406,6 +421,17 @@ def parse_level(text: str | int) -> int | str:
     raise OptionError(f"--level {text}: expected a level number (0, 1, ...) or auto")
 
 
+def auto_level(level_counts: dict[str, int]) -> tuple[int, str]:
+    """``--level auto`` for slides of these level counts (file name → levels): (level, why)."""
+    if not level_counts:
+        return PREFERRED_LEVEL, "no slide to look at"
+    fewest = min(level_counts, key=lambda name: level_counts[name])
+    used = min(PREFERRED_LEVEL, level_counts[fewest] - 1)
+    why = (f"every slide has level {PREFERRED_LEVEL}" if used == PREFERRED_LEVEL
+           else f"{fewest} has {level_counts[fewest]} level(s), no level {PREFERRED_LEVEL}")
+    return used, why
+
+
 def resolve_level(slides: list[Path], level: int | str) -> int:
     """The level to tile: ``level`` itself, or for ``auto`` :data:`PREFERRED_LEVEL` when every slide
     has it, else the nearest level every slide has (the deepest of the slide with fewest levels).
@@ -419,12 +445,7 @@ def resolve_level(slides: list[Path], level: int | str) -> int:
     for path in slides:
         with open_slide(path) as slide:
             counts[path] = slide.level_count
-    if not counts:
-        return PREFERRED_LEVEL
-    fewest = min(counts, key=lambda p: counts[p])
-    used = min(PREFERRED_LEVEL, counts[fewest] - 1)
-    why = (f"every slide has level {PREFERRED_LEVEL}" if used == PREFERRED_LEVEL
-           else f"{fewest.name} has {counts[fewest]} level(s), no level {PREFERRED_LEVEL}")
+    used, why = auto_level({path.name: n for path, n in counts.items()})
     console.log(f"--level auto: tiling level {used} ({why})")
     return used
 
