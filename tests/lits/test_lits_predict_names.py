@@ -48,10 +48,10 @@ def test_test_volumes_get_their_own_submission_names(liver_everywhere: Path, tmp
     _ct(data / "test-volume-0.nii", (2, 5, 7))
     code, output = _predict(liver_everywhere, data, tmp_path / "test-only")
     assert code == 0, output
-    assert sorted(p.name for p in (tmp_path / "test-only").iterdir()) == ["test-segmentation-0.nii"]
+    assert sorted(p.name for p in (tmp_path / "test-only").glob("*.nii")) == ["test-segmentation-0.nii"]
     code, output = _predict(liver_everywhere, data, tmp_path / "all", "--all")
     assert code == 0, output
-    assert sorted(p.name for p in (tmp_path / "all").iterdir()) == ["segmentation-0.nii", "test-segmentation-0.nii"]
+    assert sorted(p.name for p in (tmp_path / "all").glob("*.nii")) == ["segmentation-0.nii", "test-segmentation-0.nii"]
     train = read_volume(tmp_path / "all" / "segmentation-0.nii").array
     test = read_volume(tmp_path / "all" / "test-segmentation-0.nii").array
     assert train.shape == (3, 8, 6) and test.shape == (2, 5, 7)  # each is its own volume's prediction
