@@ -20,8 +20,10 @@ from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
 from medchallenge.core.inference import Forward, segment_batches
+from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
+from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.core.unet import pad_to_multiple
 from medchallenge.kits.data import find_cases, read_case
 from medchallenge.kits.models import MODELS, NUM_CLASSES
@@ -61,20 +63,26 @@ def predict_cases(checkpoint: Path, data: Path, out: Path, cases: list[int] | No
                   batch_size: int = 8, part: str | None = None, overwrite: bool = False) -> list[Path]:
     """Write ``prediction_XXXXX.nii.gz`` (uint8 {0,1,2}, the input's exact grid) for each case of this part.
 
-    A finished prediction is skipped unless ``overwrite``; ``part`` (``K/N``) takes every N-th case.
+    A prediction already made by this checkpoint (``core.manifest``) is skipped unless ``overwrite``;
+    one made by another checkpoint is redone. ``part`` (``K/N``) takes every N-th case.
     """
     dev = resolve_device(device)
     model, norm = load_kits_model(checkpoint, dev)
     dtype = amp_dtype(dev)
+    # an existing prediction is kept only when this checkpoint (by content) made it; batch size,
+    # device and part do not change the labels, so they are not part of the record
+    manifest = PredictionManifest(out, resolve_checkpoint(checkpoint), {})
+    cases_here = select_part(find_cases(data, cases), part)
+    names = [f"prediction_{case.number:05d}.nii.gz" for case in cases_here]
+    todo = manifest.pending(names, [(Path(out) / name).exists() for name in names], overwrite)
     written = []
-    todo = select_part(find_cases(data, cases), part)
-    for case in console.track(todo, "predict", total=len(todo)):
-        target = Path(out) / f"prediction_{case.number:05d}.nii.gz"
-        if target.exists() and not overwrite:
-            continue
+    for i in console.track(todo, "predict", total=len(todo)):
+        case, target = cases_here[i], Path(out) / names[i]
         image, _ = read_case(case, with_labels=False, as_float=False)  # HU as stored; normalised per batch
         labels = segment_stack(model, image.axial_first(), dev, batch_size, norm.background, dtype, prepare=norm)
         write_volume(target, image.from_axial_first(labels), image.geometry)
+        manifest.record(names[i])
         written.append(target)
-    console.log(f"wrote {len(written)} prediction(s) to {out} ({len(todo) - len(written)} already there)")
+    console.log(f"wrote {len(written)} prediction(s) to {out} ({len(cases_here) - len(written)} made by this"
+                " checkpoint already)")
     return written

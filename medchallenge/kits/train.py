@@ -73,6 +73,7 @@ class SliceDataset(Dataset):
 
 
 LOSSES = ("ce", "dice-ce")
+PREVIEW_CASES = 3  # TensorBoard previews per epoch
 
 
 @dataclass
@@ -169,11 +170,29 @@ class KitsTrainer(Trainer):
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Each validation case segmented whole through ``core.inference`` and scored officially."""
         scores = []
-        for case in self.val_cases:
-            images = np.load(Path(self.options.cache) / "images" / f"{case}.npy", mmap_mode="r")
-            labels = np.load(Path(self.options.cache) / "labels" / f"{case}.npy")
+        # a whole validation case can take minutes on a CPU: batch logs say how far it is
+        for case in console.track(self.val_cases, "validation", total=len(self.val_cases)):
+            images, labels = self._val_arrays(case)
             pred = segment_stack(model, images, self.device, self.options.predict_batch, self.norm.background,
                                  self.amp_dtype)
             scores.append(score_case(case, pred, labels))
         summary = summarise(scores)
         return {k: summary[k] for k in ("kidney_dice", "tumor_dice", "composite_dice", "pixel_accuracy")}
+
+    def _val_arrays(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        """(normalised slices S×H×W float16, memory-mapped; labels S×H×W uint8) of a cached case."""
+        cache = Path(self.options.cache)
+        return np.load(cache / "images" / f"{case}.npy", mmap_mode="r"), np.load(cache / "labels" / f"{case}.npy")
+
+    def preview_images(self, model: nn.Module) -> dict[str, Any]:
+        """Truth | prediction overlays (H×W'×3 uint8) of the slice with the most foreground of up to 3 validation cases."""
+        from medchallenge.core.preview import truth_and_prediction
+
+        previews = {}
+        for case in self.val_cases[:PREVIEW_CASES]:
+            images, labels = self._val_arrays(case)
+            k = int(np.argmax((labels > 0).sum(axis=(1, 2))))
+            image = np.asarray(images[k : k + 1], dtype=np.float32)
+            pred = segment_stack(model, image, self.device, 1, self.norm.background, self.amp_dtype)
+            previews[f"{case}/slice_{k}"] = truth_and_prediction(image[0], labels[k], pred[0])
+        return previews

@@ -173,10 +173,10 @@ def test_predict_honours_part_and_overwrite(sample: Path, checkpoint: Path, tmp_
     base = ["kits", "predict", "--checkpoint", str(checkpoint), "--data", str(sample), "--out", str(out),
             "--device", "cpu"]
     assert _invoke([*base, "--part", "1/2"]).exit_code == 0
-    first = sorted(p.name for p in out.iterdir())
+    first = sorted(p.name for p in out.glob("prediction_*"))
     assert first == ["prediction_00000.nii.gz", "prediction_00002.nii.gz"]
     assert _invoke([*base, "--part", "2/2"]).exit_code == 0
-    assert len(list(out.iterdir())) == 4
+    assert len(list(out.glob("prediction_*"))) == 4
     target = out / "prediction_00000.nii.gz"
     stamp = target.stat().st_mtime_ns
     assert _invoke(base).exit_code == 0 and target.stat().st_mtime_ns == stamp  # finished: skipped
