@@ -26,10 +26,12 @@ from medchallenge.core import console
 from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
+from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
 from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
+from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.havaei.inference import segment_slices
 from medchallenge.havaei.patches import body_mask
 
@@ -60,18 +62,23 @@ def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto",
     """Write ``<case>.nii.gz`` on the input grid for every case, labels in the case's convention
     ({0,1,2,4} for the 2021 naming, {0,1,2,3} for the 2023 naming), background outside the brain."""
     dev = resolve_device(device)
+    checkpoint = resolve_checkpoint(checkpoint)  # a run folder means its best.pt
     model, _ = load_brats_model(checkpoint, dev)
-    written = []
     cases = select_part(find_cases(data), part)
-    for case in console.track(cases, "predict", total=len(cases)):
-        target = Path(out) / f"{case.name}.nii.gz"
-        if target.exists() and not overwrite:
-            continue
+    targets = [Path(out) / f"{case.name}.nii.gz" for case in cases]
+    # an output is kept only when this checkpoint made it (retraining redoes the old model's outputs)
+    manifest = PredictionManifest(out, checkpoint, {})
+    todo = manifest.pending([c.name for c in cases], [t.exists() for t in targets], overwrite)
+    written = []
+    for i in console.track(todo, "predict", total=len(todo)):
+        case = cases[i]
         images, reference, _ = read_case(case, with_labels=False)
         labels = segment_case(model, images, dev, batch_size, case.convention)
-        write_volume(target, reference.from_axial_first(labels), reference.geometry)
-        written.append(target)
-    console.log(f"wrote {len(written)} prediction(s) to {out}")
+        write_volume(targets[i], reference.from_axial_first(labels), reference.geometry)
+        manifest.record(case.name)
+        written.append(targets[i])
+    console.log(f"wrote {len(written)} prediction(s) to {out}"
+                + (f"; {len(cases) - len(todo)} made by this checkpoint already" if len(todo) < len(cases) else ""))
     return written
 
 

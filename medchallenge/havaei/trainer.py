@@ -189,16 +189,38 @@ class HavaeiTrainer(Trainer):
     def restrict(self, pred: np.ndarray, images: np.ndarray) -> None:
         """Set voxels the challenge never scores as foreground to background (in place)."""
 
+    def _cached(self, case: str) -> tuple[np.ndarray, np.ndarray]:
+        """(C×S×H×W normalised images, a memmap; S×H×W class indices) of a cached case."""
+        images = np.load(self.options.cache / "images" / f"{case}.npy", mmap_mode="r")
+        return images, np.load(self.options.cache / "labels" / f"{case}.npy")
+
+    def segment(self, model: nn.Module, images: np.ndarray) -> np.ndarray:
+        """Classes S×H×W of cached C×S×H×W images, whole slices, restricted as the challenge's predict does."""
+        pred = segment_slices(model, images, self.device, max(1, self.config.batch_size // 8), self.amp_dtype,
+                              self.allowed_classes)
+        self.restrict(pred, images)
+        return pred
+
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Whole-slice segmentation of the first ``--val-max-cases`` validation cases (bounded cost)."""
         rows = []
-        for case in self.val_cases[: self.options.val_max_cases]:
-            images = np.load(self.options.cache / "images" / f"{case}.npy", mmap_mode="r")
-            truth = np.load(self.options.cache / "labels" / f"{case}.npy")
-            pred = segment_slices(model, images, self.device, max(1, self.config.batch_size // 8), self.amp_dtype,
-                                  self.allowed_classes)
-            self.restrict(pred, images)
-            rows.append(self.score_case(pred, truth))
+        cases = self.val_cases[: self.options.val_max_cases]
+        for case in console.track(cases, "validation", total=len(cases)):  # a whole volume can take minutes
+            images, truth = self._cached(case)
+            rows.append(self.score_case(self.segment(model, images), truth))
         metrics = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
         metrics["mean_dice"] = float(np.nanmean(list(metrics.values())))
         return metrics
+
+    def preview_images(self, model: nn.Module, n: int = 2) -> dict[str, np.ndarray]:
+        """TensorBoard: for the first ``n`` validation cases, the slice with the most foreground (tumour or
+        organ), first channel in grey, truth (left) and prediction (right) overlaid; H×W×3 uint8 each."""
+        from medchallenge.core.preview import truth_and_prediction
+
+        previews = {}
+        for case in self.val_cases[:n]:
+            images, truth = self._cached(case)
+            s = int(np.argmax((truth > 0).reshape(len(truth), -1).sum(axis=1)))
+            pred = self.segment(model, np.asarray(images[:, s : s + 1]))[0]
+            previews[case] = truth_and_prediction(np.asarray(images[0, s], np.float32), truth[s], pred)
+        return previews

@@ -131,33 +131,45 @@ def _constant(path: Path, challenge: str, winner: int) -> Path:
     return path
 
 
-def _lits_tests(root: Path, n: int) -> None:
+def _brats_tests(root: Path, n: int) -> None:
+    """``n`` unlabelled 2021 cases of 3×10×12 voxels, brain everywhere."""
     geometry = Geometry((12, 10, 3), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1))
     for k in range(n):
-        hu = np.random.default_rng(k).integers(-1000, 400, (3, 10, 12)).astype(np.int16)
-        write_volume(root / f"test-volume-{k}.nii", hu, geometry, compress=False)
+        for m in ("flair", "t1", "t1ce", "t2"):
+            image = np.random.default_rng(k).integers(1, 400, (3, 10, 12)).astype(np.int16)
+            write_volume(root / f"c{k}" / f"c{k}_{m}.nii.gz", image, geometry)
 
 
-def test_predict_honours_part_and_overwrite(tmp_path: Path) -> None:
-    _lits_tests(tmp_path / "data", 4)
-    liver = _constant(tmp_path / "liver.pt", "lits", 1)
-    out = tmp_path / "pred"
-    base = ["lits", "predict", "--checkpoint", str(liver), "--data", str(tmp_path / "data"), "--out", str(out),
-            "--device", "cpu"]
-    assert _run(*base, "--part", "1/2")[0] == 0
-    first = sorted(p.name for p in out.iterdir())
-    assert len(first) == 2
-    assert _run(*base, "--part", "2/2")[0] == 0
-    assert len(list(out.iterdir())) == 4 and set(first) < {p.name for p in out.iterdir()}
-    stamp = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    tumour = _constant(tmp_path / "tumour.pt", "lits", 2)
-    retry = [a if a != str(liver) else str(tumour) for a in base]
-    assert _run(*retry)[0] == 0
-    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamp  # finished: skipped
-    assert _run(*retry, "--overwrite")[0] == 0
+def _outputs(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in out.glob("*.nii.gz")}
+
+
+def test_predict_honours_part_overwrite_and_the_checkpoint_that_made_each_output(tmp_path: Path) -> None:
     from medchallenge.core.nifti import read_volume
 
-    assert set(np.unique(read_volume(out / "test-segmentation-0.nii").array).tolist()) == {2}
+    _brats_tests(tmp_path / "data", 4)
+    edema = _constant(tmp_path / "edema.pt", "brats", 2)
+    out = tmp_path / "pred"
+    base = ["brats", "predict", "--checkpoint", str(edema), "--data", str(tmp_path / "data"), "--out", str(out),
+            "--device", "cpu"]
+    assert _run(*base, "--part", "1/2")[0] == 0
+    first = set(_outputs(out))
+    assert len(first) == 2
+    assert _run(*base, "--part", "2/2")[0] == 0
+    assert len(_outputs(out)) == 4 and first < set(_outputs(out))
+    stamp = _outputs(out)
+    code, output = _run(*base)
+    assert code == 0 and _outputs(out) == stamp and "4 made by this checkpoint already" in output, output
+    tumour = _constant(tmp_path / "et.pt", "brats", 4)  # retrained: every output is redone, and said
+    code, output = _run(*[a if a != str(edema) else str(tumour) for a in base])
+    assert code == 0 and "4 output(s)" in output and "made by another checkpoint" in output, output
+    assert all(new != stamp[name] for name, new in _outputs(out).items())
+    assert set(np.unique(read_volume(out / "c0.nii.gz").array).tolist()) == {4}
+    assert json.loads((out / "manifest.json").read_text())["checkpoint"] == str(tumour.resolve())
+    stamp = _outputs(out)
+    assert _run(*base, "--overwrite", "--part", "1/2")[0] == 0  # --overwrite redoes this part whatever made it
+    assert set(np.unique(read_volume(out / "c0.nii.gz").array).tolist()) == {2}
+    assert sum(stamp[n] != t for n, t in _outputs(out).items()) == 2
 
 
 def _brats_truth_and_pred(root: Path) -> None:

@@ -117,9 +117,17 @@ def test_validation_scores_at_most_val_max_cases(caches: dict[str, Path], tmp_pa
     trainer.val_cases = trainer.val_cases * 5  # as if there were five validation cases
     seen: list[int] = []
     monkeypatch.setattr(trainer, "score_case", lambda pred, truth: seen.append(1) or {"wt_dice": 1.0})
+    tracked: list[tuple[str, int | None]] = []
+
+    def track(items, description, total=None):  # noqa: ANN001, ANN202
+        tracked.append((description, total))
+        return iter(items)
+
+    monkeypatch.setattr("medchallenge.havaei.trainer.console.track", track)
     model = trainer.build_model().eval()
     trainer.validate(model)
     assert len(seen) == 1
+    assert tracked == [("validation", 1)]  # batch logs report validation progress
 
 
 def test_channels_last_and_accumulation_train(caches: dict[str, Path], tmp_path: Path) -> None:
