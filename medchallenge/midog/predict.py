@@ -15,6 +15,7 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import write_json
 from medchallenge.core.parts import parse_part, select_part
 from medchallenge.core.report import EvaluationReport
+from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.core.wsi import open_slide
 from medchallenge.midog.data import annotated_images, load_midog_json, scanner_of
 from medchallenge.midog.inference import detect_image
@@ -69,14 +70,26 @@ def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] |
     <"Multiple points" document>}`` in mm, every candidate named by the threshold (see
     :mod:`medchallenge.midog.submission`); the pixel size comes from each TIFF's resolution, else
     ``spacing_um`` (default 0.25 µm/px, said in a log line). ``part`` K/N takes every N-th image and
-    writes ``<stem>.part-K-of-N.json`` (``evaluate`` merges the parts); files already written are
-    kept unless ``overwrite``.
+    writes ``<stem>.part-K-of-N.json`` (``evaluate`` merges the parts). A rerun skips the work only
+    when the files were made by this checkpoint (by content hash) with the same options (the
+    manifest in ``out``); otherwise, or with ``overwrite``, it redoes them.
     """
+    from medchallenge.core.manifest import PredictionManifest
+
+    checkpoint = resolve_checkpoint(checkpoint)  # a run folder means its best.pt
+    if not checkpoint.is_file():
+        raise DataError(checkpoint, "checkpoint not found")
     targets = output_files(out, output_format, part)
-    if not overwrite and all(path.exists() for path in targets.values()):
-        console.log(f"{', '.join(str(p) for p in targets.values())} already written: skipped (--overwrite redoes)")
-        return targets
     files = select_part(image_files(data, ids), part)
+    # what changes the files' content; --part is in their names, --batch-size/--device change nothing
+    options = {"threshold": threshold, "overlap": overlap, "format": output_format, "spacing_um": spacing_um,
+               "images": [f.name for f in files]}
+    manifest = PredictionManifest(out, checkpoint, options)
+    paths = list(targets.values())
+    if not manifest.pending([p.name for p in paths], [p.exists() for p in paths], overwrite):
+        console.log(f"{', '.join(str(p) for p in paths)} already written by this checkpoint with these options:"
+                    " skipped (--overwrite redoes)")
+        return targets
     dev = resolve_device(device)
     model, state = load_model(checkpoint, MODELS, challenge="midog", models=["retinanet"], map_location=dev)
     meta = state["meta"]
@@ -95,6 +108,7 @@ def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] |
             results["grand-challenge"][path.name] = gc_document(points, scores, cut, _spacing(path, spacing_um))
     for fmt, target in targets.items():
         write_json(target, results[fmt])
+        manifest.record(target.name)
         console.log(f"wrote {fmt} detections for {len(results[fmt])} image(s) to {target}")
     return targets
 

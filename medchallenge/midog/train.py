@@ -69,6 +69,19 @@ def patch_targets(img: MidogImage, x: int, y: int, patch: int, imposters: str) -
     return {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4), "labels": torch.as_tensor(lab)}
 
 
+def point_labels(truth: np.ndarray, found: np.ndarray, size: int, radius: float = 20.0) -> np.ndarray:
+    """A size×size label map for :func:`medchallenge.core.preview.overlay`: a 3 px ring of ``radius``
+    around each truth point (2, green) and a 9 px square on each detection (1, red); points in px."""
+    labels = np.zeros((size, size), np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    for x, y in np.asarray(truth, float).reshape(-1, 2):
+        d = np.hypot(xx - x, yy - y)
+        labels[(d >= radius - 1.5) & (d <= radius + 1.5)] = 2
+    for x, y in np.asarray(found, float).reshape(-1, 2):
+        labels[max(0, int(y) - 4):int(y) + 5, max(0, int(x) - 4):int(x) + 5] = 1
+    return labels
+
+
 class PatchDataset(Dataset):
     """``patches_per_image`` guided patches per training image per epoch: (3×P×P float, target)."""
 
@@ -156,6 +169,7 @@ class MidogTrainer(Trainer):
         self.options = options
         annotations = options.annotations or options.images / "MIDOG.json"
         images = annotated_images(load_midog_json(annotations), options.images)
+        self._threshold = 0.5
         self.train_images, self.val_images = split_images(images, options.val_fraction, config.seed, options.val_ids)
         console.log(f"{len(self.train_images)} training / {len(self.val_images)} validation image(s);"
                     f" validation ids {[i.image_id for i in self.val_images]}")
@@ -204,10 +218,32 @@ class MidogTrainer(Trainer):
             out.append((img.mitoses, points, scores))
         return out
 
+    def preview_images(self, model: nn.Module) -> dict[str, Any]:
+        """Up to 3 validation patches around a mitosis: truth rings (green) and detections at the tuned
+        threshold (red squares), H×W×3 uint8 under ``preview/<image id>``."""
+        from medchallenge.core.preview import overlay
+
+        previews = {}
+        for img in [i for i in self.val_images if len(i.mitoses)][:3]:
+            patch = self.options.patch_size
+            cx, cy = img.mitoses[0]
+            x0 = int(np.clip(cx - patch / 2, 0, max(0, img.width - patch)))
+            y0 = int(np.clip(cy - patch / 2, 0, max(0, img.height - patch)))
+            with open_slide(self.options.images / img.file_name) as reader:
+                pixels = reader.read_region(x0, y0, 0, patch, patch)
+            image = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float().div(255).to(self.device)
+            out = model([image])[0]
+            keep = (out["labels"] == 1) & (out["scores"] >= self._threshold)
+            boxes = out["boxes"][keep].float().cpu().numpy()
+            found = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+            previews[f"{img.image_id:03d}"] = overlay(pixels, point_labels(img.mitoses - (x0, y0), found, patch))
+        return previews
+
     def aggregate_validation(self, outputs: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]]) -> dict[str, float]:
         """F1 at the best threshold (stored for ``predict --threshold auto``) and the scores at 0.5."""
         per_image = [item for batch in outputs for item in batch]
         threshold, f1 = best_threshold(per_image)
+        self._threshold = threshold  # for preview_images
         at_half = Counts()
         for truth, points, scores in per_image:
             at_half += match_image(truth, points[scores >= 0.5])

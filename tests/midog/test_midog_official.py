@@ -231,8 +231,8 @@ def test_predict_writes_the_reference_document_and_evaluate_reads_it(tmp_path: P
     base = ["midog", "predict", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu", "--threshold", "0.5"]
     assert cli(base + ["--format", "grand-challenge", "--spacing", "0.5", "--out", str(tmp_path / "gc")])[0] == 0
     assert cli(base + ["--format", "points", "--out", str(tmp_path / "px")])[0] == 0
-    assert sorted(p.name for p in (tmp_path / "gc").iterdir()) == ["grand-challenge.json"]
-    assert sorted(p.name for p in (tmp_path / "px").iterdir()) == ["detections.json"]
+    assert sorted(p.name for p in (tmp_path / "gc").iterdir()) == [".manifest", "grand-challenge.json", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "px").glob("*.json")) == ["detections.json", "manifest.json"]
     gc = json.loads((tmp_path / "gc" / "grand-challenge.json").read_text())
     for name, spacing_mm in (("001.tiff", None), ("002.tiff", 0.0005)):
         doc = gc[name]

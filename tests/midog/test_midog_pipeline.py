@@ -84,7 +84,7 @@ def test_end_to_end(tmp_path: Path) -> None:
     for part in ("1/2", "2/2"):  # an array job of two parts, merged by evaluate
         _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--cases",
              ids, "--threshold", "auto", "--out", str(pred), "--device", "cpu", "--part", part])
-    assert sorted(p.name for p in pred.iterdir()) == [f"{stem}.part-{k}-of-2.json" for stem in ("detections",
+    assert sorted(p.name for p in pred.glob("*.part-*")) == [f"{stem}.part-{k}-of-2.json" for stem in ("detections",
                                                       "grand-challenge") for k in (1, 2)]
     metrics = json.loads(_ok(["midog", "evaluate", "--predictions", str(pred), "--truth",
                               str(data / "answers" / "MIDOG.json"), "--json", "--plots", "--data", str(data)]))
