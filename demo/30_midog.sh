@@ -6,6 +6,8 @@ rm -rf "$OUT"
 echo "== MIDOG: synthetic images in $OUT"
 medchallenge midog sample --out "$OUT" --n-images 12 --size 512
 cd "$OUT"
+# MIDOG.json and the TIFF headers, nothing decoded: counts per scanner, sizes, problems
+medchallenge midog check --data .
 # tiled TIFF copies (with MIDOG.json) in ./tiles: train reads patches from them
 medchallenge midog tile --cache tiles
 medchallenge midog train --cache tiles --model resnet18 --no-pretrained --patch-size 96 --patches-per-image 12 \
