@@ -4,7 +4,8 @@
 ``DIR/submission.part-K-of-N.csv`` (every N-th patient); the part that finds all N parts written
 merges them into ``DIR/submission.csv`` in the CSV's order, so the last job of an array leaves
 the Kaggle file behind without a separate step (``evaluate --predictions DIR`` also reads the
-parts). A finished output is skipped unless ``--overwrite``.
+parts). An output is redone unless the same checkpoint (by content hash) and the same options
+made it (``OUT/.manifest``); ``--overwrite`` redoes it anyway.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import pandas as pd
 import torch
 
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_model
+from medchallenge.core.checkpoint import expand_checkpoints, load_model
 from medchallenge.core.device import amp_dtype, autocast, resolve_device
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import read_csv, write_csv
+from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.parts import parse_part, select_part
 from medchallenge.lympho.cache import load_image
 from medchallenge.lympho.data import patient_images, read_annotations, warn_unlisted_folders
@@ -65,23 +67,27 @@ def predict_submission(checkpoint: Path, data: Path, out: Path, device: str = "a
                        batch_size: int = 8) -> pd.DataFrame | None:
     """Predict the test patients (``split="all"``: every patient) into the folder ``out``.
 
-    Returns the written rows, or None when the output already existed (skipped without ``overwrite``;
-    a skipped part still merges the parts when all are there).
+    Returns the written rows, or None when the output was already made by this checkpoint with these
+    options (skipped; a skipped part still merges the parts when all are there). An output made by
+    another checkpoint or other options is redone.
     """
     data, target = Path(data), part_file(out, part)
     frame = read_annotations(data / "clinical_annotation.csv")
     everyone = frame[frame["LABEL"] == -1] if split == "test" else frame
+    # what changes the output (not --batch-size, --device, --part)
+    manifest = PredictionManifest(out, expand_checkpoints([checkpoint]), {"scores": with_scores, "split": split})
     result = None
-    if target.exists() and not overwrite:
-        console.log(f"{target} exists: skipped (pass --overwrite to redo it)")
+    if not manifest.pending([target.name], [target.exists()], overwrite):
+        console.log(f"{target} was made by this checkpoint with these options: skipped (--overwrite redoes it)")
     else:
         warn_unlisted_folders(data, frame)
         result = _predict_part(checkpoint, data, everyone.iloc[select_part(list(range(len(everyone))), part)],
                                device, with_scores, batch_size)
         write_csv(target, result)
+        manifest.record(target.name)
         console.log(f"wrote {len(result)} prediction(s) to {target}")
     if part is not None:
-        merge_parts(Path(out), everyone["ID"].tolist(), parse_part(part)[1])
+        merge_parts(Path(out), everyone["ID"].tolist(), parse_part(part)[1], manifest)
     return result
 
 
@@ -98,10 +104,17 @@ def _predict_part(checkpoint: Path, data: Path, todo: pd.DataFrame, device: str,
     return result
 
 
-def merge_parts(out: Path, order: list[str], n: int) -> Path | None:
-    """Merge ``submission.part-*-of-N.csv`` into ``submission.csv`` (in ``order``) once all N exist."""
+def merge_parts(out: Path, order: list[str], n: int, manifest: PredictionManifest | None = None) -> Path | None:
+    """Merge ``submission.part-*-of-N.csv`` into ``submission.csv`` (in ``order``) once all N exist.
+
+    With a ``manifest``, only parts made by its checkpoint and options count (a stale part of an
+    older model waits for its own job's rerun), and the merged file is recorded too.
+    """
     files = [out / f"submission.part-{k}-of-{n}.csv" for k in range(1, n + 1)]
     if not all(f.is_file() for f in files):
+        return None
+    if manifest is not None and not all(manifest.made_here(f.name) for f in files):
+        console.log(f"not merging {out / SUBMISSION} yet: some parts were made by another checkpoint or options")
         return None
     merged = pd.concat([read_csv(f, required=["Id", "Predicted"], dtype={"Id": str}) for f in files])
     merged = merged.set_index("Id").reindex(order).reset_index()
@@ -109,6 +122,8 @@ def merge_parts(out: Path, order: list[str], n: int) -> Path | None:
         raise DataError(out, "the submission parts do not cover every patient: rerun predict with --overwrite")
     merged["Predicted"] = merged["Predicted"].astype(int)
     write_csv(out / SUBMISSION, merged)
+    if manifest is not None:
+        manifest.record(SUBMISSION)
     console.log(f"all {n} part(s) written: merged into {out / SUBMISSION}")
     return out / SUBMISSION
 

@@ -26,6 +26,7 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.metrics import balanced_accuracy
 from medchallenge.core.splits import kfold_split, stratified_split
 from medchallenge.lympho.cache import open_cache
+from medchallenge.lympho.data import LABELS
 from medchallenge.lympho.models import MODELS, load_pretrained_encoder
 
 CLINICAL_FEATURES = ("age", "count", "birth_month", "birth_year")
@@ -235,7 +236,8 @@ class LymphoTrainer(Trainer):
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         probs, labels, losses = [], [], []
-        for images, bags, y, clinical in self._loader(self.val_index, train=False):
+        loader = self._loader(self.val_index, train=False)
+        for images, bags, y, clinical in console.track(loader, "validation", total=len(loader)):
             images, bags, y, clinical = self.to_device((images, bags, y, clinical))
             with self.autocast():
                 out = model(images, bags, clinical)
@@ -248,3 +250,42 @@ class LymphoTrainer(Trainer):
 
         return {"val_loss": sum(losses) / len(t), "balanced_accuracy": balanced_accuracy(t, (p >= 0.5).astype(int)),
                 "auc": float(roc_auc_score(t, p)) if len(set(t)) == 2 else float("nan")}
+
+    def preview_images(self, model: nn.Module) -> dict[str, Any]:
+        """Up to 4 images of the first validation patient of each class, captioned with P(malignant).
+
+        Tags ``<ID> (<truth>)``; the caption under each image gives the patient's probability and,
+        for the attention model, that image's attention weight.
+        """
+        previews: dict[str, Any] = {}
+        for label in (0, 1):
+            rows = self.val_index.index[self.val_index["LABEL"] == label]
+            if len(rows):
+                row = self.val_index.iloc[[int(rows[0])]]
+                previews[f"{row['ID'].iloc[0]} ({LABELS[label]})"] = self._preview(model, row)
+        return previews
+
+    def _preview(self, model: nn.Module, row: pd.DataFrame) -> np.ndarray:
+        """H×W×3 uint8: the patient's first images side by side, each captioned."""
+        from medchallenge.core.preview import side_by_side
+
+        bag = np.load(self.options.cache / "images" / f"{row['ID'].iloc[0]}.npy", mmap_mode="r")[:4]
+        images = torch.from_numpy(np.array(bag)).to(self.device)  # a writable copy of the memory map
+        bags = torch.zeros(len(bag), dtype=torch.long, device=self.device)
+        clinical = torch.as_tensor(self._clinical(row), dtype=torch.float32, device=self.device)
+        out = model(images, bags, clinical)
+        prob = float(torch.sigmoid(out["logit"].float())[0])
+        weights = out["attention"].float().cpu().tolist() if "attention" in out else [None] * len(bag)
+        return side_by_side(*(_captioned(img.transpose(1, 2, 0), f"p={prob:.2f}" if w is None else f"p={prob:.2f} a={w:.2f}")
+                              for img, w in zip(bag, weights)))
+
+
+def _captioned(image: np.ndarray, text: str, min_width: int = 96) -> np.ndarray:
+    """``image`` (H×W×3 uint8, enlarged to ``min_width`` px by pixel repetition) above a strip with ``text``."""
+    from PIL import Image, ImageDraw
+
+    factor = -(-min_width // image.shape[1])  # small crops (32 px in tests) still leave room for the caption
+    image = np.ascontiguousarray(image.repeat(factor, axis=0).repeat(factor, axis=1))
+    strip = Image.new("RGB", (image.shape[1], 14), "white")
+    ImageDraw.Draw(strip).text((2, 1), text, fill="black")
+    return np.concatenate([image, np.asarray(strip)], axis=0)
