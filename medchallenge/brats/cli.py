@@ -104,9 +104,8 @@ def train(
     Example: medchallenge brats train --model twopath --phase 1 ; medchallenge brats train --phase 2 --from runs/twopath-phase1-*/best.pt
     """
     from medchallenge.brats.train import BratsTrainer, HavaeiOptions
-    from medchallenge.core.runs import default_run_dir
 
-    out = out or default_run_dir(f"{model.value}-phase{phase}")
+    out = out or engine.run_dir(f"{model.value}-phase{phase}")
     options = HavaeiOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
                             momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases)
     BratsTrainer(engine.config(out), options).fit()
@@ -115,9 +114,10 @@ def train(
 @app.command()
 @opt.report_errors
 def predict(
-    checkpoint: opt.CheckpointOpt,
+    checkpoint: opt.CheckpointsOpt,
     data: DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for <case>.nii.gz.")] = Path("predictions"),
+    tta: opt.TtaOpt = False,  # mirroring: each slice as is, flipped left-right, up-down and both (4× the compute)
     batch_size: opt.BatchSizeOpt = 8,
     device: opt.DeviceOpt = "auto",
     part: opt.PartOpt = None,
@@ -126,11 +126,29 @@ def predict(
     """Segment every case, whole slices in one pass, into <case>.nii.gz (labels in the input's convention:
     {0,1,2,4} for <case>_flair naming, {0,1,2,3} for <case>-t2f naming; background outside the brain).
 
-    Example: medchallenge brats predict --checkpoint runs/twopath-phase2-*/best.pt --out predictions
+    Several --checkpoint (or a cv folder) average their softmax (an ensemble); --tta adds mirrored slices.
+
+    Example: medchallenge brats predict --checkpoint runs/latest --out predictions --tta
     """
     from medchallenge.brats.predict import predict_brats
 
-    predict_brats(checkpoint, data, out, device, batch_size, part, overwrite)
+    predict_brats(checkpoint, data, out, device, batch_size, part, overwrite, tta=tta)
+
+
+@app.command()
+@opt.report_errors
+def cv(runs: Annotated[list[Path], typer.Argument(help="Run folders of the folds (or runs/<glob>).")],
+       out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and oof.csv.")] = Path("cv"),
+       as_json: opt.JsonOpt = False) -> None:
+    """Pool the out-of-fold predictions of the fold runs and score them with the challenge's metric
+    (per-case WT/TC/ET Dice averaged over cases; mean_dice = their mean).
+
+    Example: medchallenge brats cv runs/twopath-phase1-fold* --out cv
+    """
+    from medchallenge.brats.metrics import cv_score
+    from medchallenge.core.cv import run_cv
+
+    run_cv(runs, "brats", cv_score, out, as_json)
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ from medchallenge.brats.data import (
     read_case,
     read_labels,
 )
-from medchallenge.brats.metrics import region_dice
+from medchallenge.brats.metrics import REGION_KEYS, region_dice
 from medchallenge.brats.models import MODELS, N_CLASSES
 from medchallenge.brats.preprocess import normalise_brats
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_model
+from medchallenge.core.checkpoint import expand_checkpoints, load_model, load_models
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
 from medchallenge.core.manifest import PredictionManifest
@@ -31,7 +31,6 @@ from medchallenge.core.nifti import write_volume
 from medchallenge.core.parts import select_part
 from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
-from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.havaei.inference import segment_slices
 from medchallenge.havaei.patches import body_mask
 
@@ -43,46 +42,63 @@ def load_brats_model(checkpoint: Path, device: torch.device) -> tuple[torch.nn.M
                       map_location=device)
 
 
-def segment_case(model: torch.nn.Module, images: np.ndarray, device: torch.device, batch_size: int = 8,
-                 convention: str = "brats2021") -> np.ndarray:
+def load_brats_models(checkpoints: Sequence[Path], device: torch.device) -> list[torch.nn.Module]:
+    """The models of an ensemble (files, run folders, a cv folder), eval on ``device``.
+
+    Members must read the same channels normalised the same way (their softmax is averaged over
+    the same input); the label convention may differ (the classes are the 2021 values in both).
+    """
+    loaded = load_models(checkpoints, MODELS, challenge="brats", map_location=device,
+                         expect={"in_channels": len(MODALITIES), "num_classes": N_CLASSES},
+                         same_meta=("channels", "normalisation"))
+    return [model for model, _ in loaded]
+
+
+def segment_case(model: torch.nn.Module | Sequence[torch.nn.Module], images: np.ndarray, device: torch.device,
+                 batch_size: int = 8, convention: str = "brats2021", tta: bool = False) -> np.ndarray:
     """Labels S×H×W (uint8) of ``convention`` of raw C×S×H×W modalities, 0 outside the brain.
 
-    The model only ever saw brain voxels in training (patch centres lie in the brain), so its
-    calls where every modality is zero are meaningless; every BraTS pipeline masks them out.
+    Several models (an ensemble) and ``tta`` (each slice mirrored in W, H and both) average their
+    softmax before the argmax. The model only ever saw brain voxels in training (patch centres lie
+    in the brain), so its calls where every modality is zero are meaningless; every BraTS pipeline
+    masks them out.
     """
     normalised, _ = normalise_brats(images)
     lut = classes_to_labels(np.arange(N_CLASSES), convention).tolist()  # class index → the input's label value
-    labels = segment_slices(model, normalised, device, batch_size, amp_dtype(device), list(LABEL_VALUES), lut)
+    labels = segment_slices(model, normalised, device, batch_size, amp_dtype(device), list(LABEL_VALUES), lut,
+                            flips=tta)
     labels[~body_mask(images)] = 0
     return labels
 
 
-def predict_brats(checkpoint: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 8,
-                  part: str | None = None, overwrite: bool = False) -> list[Path]:
+def predict_brats(checkpoint: Path | Sequence[Path], data: Path, out: Path, device: str = "auto",
+                  batch_size: int = 8, part: str | None = None, overwrite: bool = False,
+                  tta: bool = False) -> list[Path]:
     """Write ``<case>.nii.gz`` on the input grid for every case, labels in the case's convention
-    ({0,1,2,4} for the 2021 naming, {0,1,2,3} for the 2023 naming), background outside the brain."""
+    ({0,1,2,4} for the 2021 naming, {0,1,2,3} for the 2023 naming), background outside the brain.
+
+    Several checkpoints (run folders, a cv folder) are an ensemble; ``tta`` mirrors each slice.
+    """
     dev = resolve_device(device)
-    checkpoint = resolve_checkpoint(checkpoint)  # a run folder means its best.pt
-    model, _ = load_brats_model(checkpoint, dev)
+    checkpoints = expand_checkpoints([checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint)
+    models = load_brats_models(checkpoints, dev)
     cases = select_part(find_cases(data), part)
     targets = [Path(out) / f"{case.name}.nii.gz" for case in cases]
-    # an output is kept only when this checkpoint made it (retraining redoes the old model's outputs)
-    manifest = PredictionManifest(out, checkpoint, {})
+    # an output is kept only when these checkpoints (by content) and --tta made it (retraining redoes
+    # the old model's outputs); batch size, device and part do not change the labels
+    manifest = PredictionManifest(out, checkpoints, {"tta": tta})
     todo = manifest.pending([c.name for c in cases], [t.exists() for t in targets], overwrite)
     written = []
     for i in console.track(todo, "predict", total=len(todo)):
         case = cases[i]
         images, reference, _ = read_case(case, with_labels=False)
-        labels = segment_case(model, images, dev, batch_size, case.convention)
+        labels = segment_case(models, images, dev, batch_size, case.convention, tta)
         write_volume(targets[i], reference.from_axial_first(labels), reference.geometry)
         manifest.record(case.name)
         written.append(targets[i])
     console.log(f"wrote {len(written)} prediction(s) to {out}"
                 + (f"; {len(cases) - len(todo)} made by this checkpoint already" if len(todo) < len(cases) else ""))
     return written
-
-
-REGION_KEYS = ("wt_dice", "tc_dice", "et_dice")
 
 
 def _prediction_file(predictions: Path, name: str) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from medchallenge.brats.metrics import region_dice
+from medchallenge.brats.metrics import region_counts, region_dice
 from medchallenge.brats.models import MODELS, N_CLASSES
 from medchallenge.brats.preprocess import CACHE_KIND
 from medchallenge.core.checkpoint import load_model
@@ -28,6 +28,7 @@ class BratsTrainer(HavaeiTrainer):
     registry = MODELS
     n_classes = N_CLASSES
     allowed_classes = [0, 1, 2, 4]
+    strata_class = 4  # split stratified by "has enhancing tumour" (class 4 = ET in either convention)
 
     def prepare_model(self, model: nn.Module) -> None:
         """``--from``: the weights of a BraTS checkpoint of the same model and channels; phase 2 freezes
@@ -46,6 +47,10 @@ class BratsTrainer(HavaeiTrainer):
 
     def score_case(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         return region_dice(pred, truth)
+
+    def oof_row(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+        """WT/TC/ET Dice and their voxel counts (``cv`` pools them; cache classes are the 2021 values)."""
+        return {**region_dice(pred, truth), **region_counts(pred, truth)}
 
     def restrict(self, pred: np.ndarray, images: np.ndarray) -> None:
         """Background outside the brain (all channels 0 in the cache), as ``brats predict`` writes it."""

@@ -25,7 +25,6 @@ from medchallenge.core.cache import CacheDir
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.engine.optim import describe
 from medchallenge.core.errors import DataError, OptionError
-from medchallenge.core.splits import grouped_split
 from medchallenge.havaei.inference import segment_slices
 from medchallenge.havaei.models import InputCascadeCNN, path_parameters
 from medchallenge.havaei.patches import cached_cases
@@ -111,13 +110,15 @@ class HavaeiTrainer(Trainer):
     """TwoPathCNN / InputCascadeCNN on patches; best checkpoint by the mean of the challenge's Dice.
 
     A challenge sets ``challenge``, ``cache_kind``, ``registry``, ``n_classes``, ``allowed_classes``
-    and fills in ``prepare_model`` (``--from``), ``score_case`` and ``restrict``.
+    (and ``strata_class`` to stratify the split) and fills in ``prepare_model`` (``--from``),
+    ``score_case``, ``restrict`` and, for ``cv``, ``oof_row``.
     """
 
     monitor = "mean_dice"
     cache_kind = ""
     n_classes = 0
     allowed_classes: list[int] = []
+    strata_class: int | None = None  # the class whose presence in a case stratifies the split (BraTS: ET)
 
     def __init__(self, config: TrainConfig, options: HavaeiOptions) -> None:
         config.optimizer, config.momentum, config.scheduler = "sgd", options.momentum_start, "none"
@@ -131,13 +132,26 @@ class HavaeiTrainer(Trainer):
         cases = cached_cases(options.cache)
         if len(cases) < 2:
             raise DataError(options.cache, f"{len(cases)} case(s) cached: need at least 2")
-        train_idx, val_idx = grouped_split(cases, options.val_fraction, config.seed)
+        # by case (a case's slices never straddle), stratified by whether it holds the stratifying class;
+        # --n-folds/--fold pick a fold of a seeded stratified k-fold (RUN/split.json records it)
+        train_idx, val_idx = self.split_items(cases, self.case_strata(cases), options.val_fraction)
         self.train_cases = [cases[i] for i in train_idx]
         self.val_cases = [cases[i] for i in val_idx]
         self.in_channels = len(self.meta["channels"])
         console.log(f"phase {options.phase}: {len(self.train_cases)} training / {len(self.val_cases)} validation"
                     f" case(s) (scoring at most {options.val_max_cases});"
                     f" {'equiprobable' if options.phase == 1 else 'natural'} patch sampling")
+
+    def case_strata(self, cases: list[str]) -> list[bool] | None:
+        """Per case: does it hold voxels of ``strata_class`` (from the cache's index, no volume read)."""
+        if self.strata_class is None:
+            return None
+        key = f"class_{self.strata_class}"
+        strata = []
+        for case in cases:
+            with np.load(self.options.cache / "index" / f"{case}.npz") as index:
+                strata.append(bool(key in index.files and len(index[key])))
+        return strata
 
     @property
     def patch_size(self) -> int:
@@ -211,6 +225,21 @@ class HavaeiTrainer(Trainer):
         metrics = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]}
         metrics["mean_dice"] = float(np.nanmean(list(metrics.values())))
         return metrics
+
+    def oof_row(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+        """One out-of-fold row's values for a case (classes S×H×W each): by default its Dice scores."""
+        return self.score_case(pred, truth)
+
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Out-of-fold rows (``id`` + :meth:`oof_row`), best.pt's weights: with ``--n-folds``, every
+        validation case (``cv`` pools them); without, the ``--val-max-cases`` that validation scores
+        (a whole volume costs seconds on a GPU, minutes on a CPU)."""
+        cases = self.val_cases if self.config.n_folds else self.val_cases[: self.options.val_max_cases]
+        rows = []
+        for case in console.track(cases, "out-of-fold", total=len(cases)):
+            images, truth = self._cached(case)
+            rows.append({"id": case, **self.oof_row(self.segment(model, images), truth)})
+        return rows
 
     def preview_images(self, model: nn.Module, n: int = 2) -> dict[str, np.ndarray]:
         """TensorBoard: for the first ``n`` validation cases, the slice with the most foreground (tumour or
