@@ -20,7 +20,9 @@ from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.inference import segment_batches
+from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.parts import select_part
+from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.panda.labels import channel_lut, to_scheme
 from medchallenge.panda.masks import open_mask_folder, save_masks, save_overlay, write_mask_index
 from medchallenge.panda.models import MODELS
@@ -106,7 +108,8 @@ def predict_masks(checkpoint: Path, out: Path, tiles: Path | None = None, data: 
 
     Slides come from a tile cache (``tiles``; truth masks, when there, go beside the overlay) or
     are tiled on the fly from ``data/test.csv`` with the U-Net's tiling. ``part`` (K/N) takes
-    every N-th slide; reruns skip finished slides unless ``overwrite``; a second U-Net (the other
+    every N-th slide; reruns skip slides this checkpoint made with the same tiling (``OUT/.manifest``)
+    unless ``overwrite``, and redo those another checkpoint made; a second U-Net (the other
     provider) may add its slides to the same folder.
 
     Raises:
@@ -123,13 +126,18 @@ def predict_masks(checkpoint: Path, out: Path, tiles: Path | None = None, data: 
                 "level": int(tiling["level"])}
     open_mask_folder(out, settings, seg["providers"], checkpoint, overwrite)
     mine = select_part(list(range(len(frame))), part)
-    todo = [i for i in mine if overwrite or not (out / "masks" / f"{frame['image_id'].iloc[i]}.npz").is_file()]
+    manifest = PredictionManifest(out, resolve_checkpoint(checkpoint), {
+        "tiling": {k: int(tiling[k]) for k in ("level", "tile_size", "n_tiles", "mode")},
+        "source": "cache" if cache is not None else "slides"})
+    names = [frame["image_id"].iloc[i] for i in mine]
+    pending = manifest.pending(names, [(out / "masks" / f"{n}.npz").is_file() for n in names], overwrite)
+    todo = [mine[k] for k in pending]
     console.log(f"segmenting {len(todo)} of {len(frame)} slide(s) ({', '.join(seg['providers'])}, {seg['scheme']}"
                 f" labels{', part ' + part if part else ''}) → {out}")
     dataset = SlideTileDataset([frame["image_id"].iloc[i] for i in todo], tiling, [int(tiling.get("mode", 0))],
                                data=None if data is None else Path(data), cache=cache)
     overlays = _segment_dataset(model, dataset, frame.iloc[todo].reset_index(drop=True), out, cache, dev,
-                                seg["scheme"], n_overlays, batch_size, workers)
+                                seg["scheme"], n_overlays, batch_size, workers, manifest)
     write_mask_index(out, frame)
     console.log(f"wrote mask tiles of {len(todo)} slide(s) and {overlays} overlay(s) to {out}")
     return out
@@ -137,7 +145,7 @@ def predict_masks(checkpoint: Path, out: Path, tiles: Path | None = None, data: 
 
 def _segment_dataset(model: nn.Module, dataset: SlideTileDataset, frame: pd.DataFrame, out: Path,
                      cache: TileCache | None, dev: torch.device, scheme: str, n_overlays: int,
-                     batch_size: int, workers: int) -> int:
+                     batch_size: int, workers: int, manifest: PredictionManifest) -> int:
     """Segment each slide of ``dataset`` (row k of ``frame``) into ``out``; returns the overlays drawn."""
     from torch.utils.data import DataLoader
 
@@ -151,6 +159,7 @@ def _segment_dataset(model: nn.Module, dataset: SlideTileDataset, frame: pd.Data
         for j, k in enumerate(index.tolist()):
             image_id, provider = dataset.ids[k], frame["data_provider"].iloc[k]
             save_masks(out, image_id, labels[j])
+            manifest.record(image_id)
             if overlays < n_overlays:
                 truth = None
                 if cache is not None:

@@ -31,11 +31,13 @@ from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.inference import segment_batches
 from medchallenge.core.losses import soft_dice_loss
+from medchallenge.core.preview import truth_and_prediction
 from medchallenge.panda.augment import augment_stack
 from medchallenge.panda.labels import check_scheme, class_names, mask_scores, n_classes, to_scheme
+from medchallenge.panda.masks import tile_mosaic
 from medchallenge.panda.models import MODELS
 from medchallenge.panda.tiles import TileCache
-from medchallenge.panda.train import split_slides
+from medchallenge.panda.train import PREVIEW_SIDE, PREVIEWS, split_slides
 
 SEG_LOSSES = ("dice", "dice-ce", "ce")
 BATCHING = ("slide", "shuffle")
@@ -235,7 +237,7 @@ class PandaSegTrainer(Trainer):
         dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
         k = self.num_classes
         matrix = np.zeros((k, k), dtype=np.int64)
-        for s in range(len(dataset)):
+        for s in console.track(range(len(dataset)), "validation", total=len(dataset)):
             tiles, masks = dataset[s]
             labels = segment_batches(model, tiles.numpy(), self.device, batch_size=self.config.batch_size,
                                      dtype=self.amp_dtype)
@@ -249,3 +251,22 @@ class PandaSegTrainer(Trainer):
         for c in range(1, k):
             row[f"dice_{c}"] = float(scores["dice"][c])
         return row
+
+    def preview_images(self, model: nn.Module) -> dict[str, Any]:
+        """Truth | prediction over the tissue-tile mosaic of the first validation slides with foreground."""
+        dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
+        images: dict[str, Any] = {}
+        for s in range(len(dataset)):
+            if len(images) == PREVIEWS:
+                break
+            tiles, masks = dataset[s]
+            if not (masks > 0).any():
+                continue
+            labels = segment_batches(model, tiles.numpy(), self.device, batch_size=self.config.batch_size,
+                                     dtype=self.amp_dtype)
+            image = tile_mosaic(tiles.permute(0, 2, 3, 1).numpy())
+            step = max(1, image.shape[0] // PREVIEW_SIDE)
+            images[dataset.ids[s][:8]] = truth_and_prediction(
+                image[::step, ::step], tile_mosaic(masks.numpy().astype(np.uint8))[::step, ::step],
+                tile_mosaic(labels)[::step, ::step])
+        return images

@@ -23,7 +23,9 @@ from medchallenge.core.checkpoint import load_model
 from medchallenge.core.device import amp_dtype, autocast, resolve_device
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import write_csv
+from medchallenge.core.manifest import PredictionManifest, checkpoint_hash
 from medchallenge.core.parts import parse_part, select_part
+from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.data import read_test_csv, slide_path
 from medchallenge.panda.models import MODELS
@@ -114,7 +116,8 @@ def predict_submission(checkpoint: Path, out: Path, data: Path = Path("."), tile
                        part: str | None = None, overwrite: bool = False) -> pd.DataFrame | None:
     """Predict every ``data/test.csv`` slide (this ``part``'s) into the folder ``out``; returns the rows.
 
-    A finished file is kept (None returned) unless ``overwrite``. A mask-guided (4-channel)
+    A finished file is kept (None returned) only when this checkpoint made it with the same options
+    (``OUT/.manifest``); after retraining, or with other options, it is redone and the log says so. A mask-guided (4-channel)
     classifier needs ``mask_models``: U-Net checkpoints of its label scheme covering the test
     slides' providers; their masks form the 4th channel.
 
@@ -125,11 +128,14 @@ def predict_submission(checkpoint: Path, out: Path, data: Path = Path("."), tile
             a 4-channel classifier without ``--mask-model`` or ``--mask-model`` with a 3-channel one.
     """
     target = submission_file(out, part)
-    if target.exists() and not overwrite:
-        console.log(f"{target} exists: kept (--overwrite to predict again)")
-        return None
     dev = resolve_device(device)
     model, state = load_model(checkpoint, MODELS, challenge="panda", models=["classifier"], map_location=dev)
+    manifest = PredictionManifest(out, resolve_checkpoint(checkpoint), {
+        "tta": tta, "tiles": None if tiles is None else str(Path(tiles).resolve()),
+        "mask_models": [checkpoint_hash(Path(m)) for m in mask_models or []], "skip_missing": skip_missing})
+    if not manifest.pending([target.name], [target.exists()], overwrite):
+        console.log(f"{target} was made by this checkpoint with the same options: kept (--overwrite to predict again)")
+        return None
     tiling = dict(state["meta"]["tiling"])
     test = read_test_csv(Path(data) / "test.csv")
     test = test.iloc[select_part(list(range(len(test))), part)].reset_index(drop=True)
@@ -142,6 +148,7 @@ def predict_submission(checkpoint: Path, out: Path, data: Path = Path("."), tile
                     dev, batch_size, workers)
     submission = pd.DataFrame({"image_id": ids, "isup_grade": grades})
     write_csv(target, submission)
+    manifest.record(target.name)
     console.log(f"wrote {len(submission)} predictions to {target}")
     return submission
 

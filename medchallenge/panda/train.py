@@ -25,10 +25,15 @@ from medchallenge.core.splits import kfold_split, stratified_split
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.augment import augment_stack
 from medchallenge.panda.labels import SCHEMES, mask_channel, to_scheme
-from medchallenge.panda.masks import MaskFolder
+from medchallenge.panda.masks import MaskFolder, tile_mosaic
 from medchallenge.panda.metrics import qwk
 from medchallenge.panda.models import MODELS, PandaClassifier, load_pretrained
 from medchallenge.panda.tiles import SlideTiles, TileCache
+
+PREVIEWS = 3
+"""Validation slides shown in TensorBoard (``--tensorboard``) after each validation."""
+PREVIEW_SIDE = 512
+"""Preview mosaics are subsampled to about this many px a side."""
 
 
 class TileStackDataset(Dataset):
@@ -209,7 +214,7 @@ class PandaTrainer(Trainer):
     def validate(self, model: nn.Module) -> dict[str, float]:
         loader = self.loaders.eval(self._dataset(self.val_frame, augment=False), self.config.batch_size)
         losses, preds, truths = [], [], []
-        for tiles, grades in loader:
+        for tiles, grades in console.track(loader, "validation", total=len(loader)):
             tiles, grades = self.to_device((tiles, grades))
             with self.autocast():
                 logits = model(tiles)
@@ -223,3 +228,16 @@ class PandaTrainer(Trainer):
             "qwk": qwk(y_true, y_pred),
             "accuracy": float(np.mean(y_pred == y_true)),
         }
+
+    def preview_images(self, model: nn.Module) -> dict[str, Any]:
+        """The tile mosaics of the first validation slides (H×W×3 uint8), truth and prediction in the tag."""
+        dataset = self._dataset(self.val_frame, augment=False)
+        images = {}
+        for i in range(min(PREVIEWS, len(dataset))):
+            stack, grade = dataset[i]
+            logits = model(stack[None].to(self.device))
+            pred = int(enc.decode(self.options.encoding, enc.scores(self.options.encoding, logits))[0])
+            mosaic = tile_mosaic(stack[:, :3].permute(0, 2, 3, 1).numpy())
+            step = max(1, mosaic.shape[0] // PREVIEW_SIDE)  # a 36×256 px mosaic is 1536 px: shown at ≤ 512
+            images[f"slide{i}_isup{int(grade)}_pred{pred}"] = mosaic[::step, ::step]
+        return images
