@@ -95,10 +95,9 @@ def train(
 
     Example: medchallenge lits train --from ../brats/runs/twopath-phase2-*/best.pt --transfer both
     """
-    from medchallenge.core.runs import default_run_dir
     from medchallenge.lits.train import LitsOptions, LitsTrainer
 
-    out = out or default_run_dir(f"{model.value}-phase{phase}")
+    out = out or engine.run_dir(f"{model.value}-phase{phase}")  # the fold in the name with --n-folds
     options = LitsOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
                           momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases,
                           transfer=transfer.value)
@@ -108,7 +107,7 @@ def train(
 @app.command()
 @opt.report_errors
 def predict(
-    checkpoint: opt.CheckpointOpt,
+    checkpoint: opt.CheckpointsOpt,
     data: DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for test-segmentation-N.nii (and segmentation-N.nii with --all).")] = Path("predictions"),
     all_volumes: Annotated[bool, typer.Option("--all", help="Also the training volumes (default: test volumes).")] = False,
@@ -116,14 +115,34 @@ def predict(
     device: opt.DeviceOpt = "auto",
     part: opt.PartOpt = None,
     overwrite: opt.OverwriteOpt = False,
+    tta: opt.TtaOpt = False,
 ) -> None:
     """Segment test-volume-N.nii into test-segmentation-N.nii (--all: also volume-N.nii → segmentation-N.nii).
 
-    Example: medchallenge lits predict --checkpoint runs/twopath-phase1-*/best.pt --out predictions
+    Several --checkpoint (files, run folders, a cv folder) average their softmax; --tta adds the
+    three mirrored copies of every slice (4× the passes).
+    Example: medchallenge lits predict --checkpoint runs/latest --out predictions
     """
     from medchallenge.lits.predict import predict_lits
 
-    predict_lits(checkpoint, data, out, device, batch_size, part, overwrite, test_only=not all_volumes)
+    predict_lits(checkpoint, data, out, device, batch_size, part, overwrite, test_only=not all_volumes, tta=tta)
+
+
+@app.command()
+@opt.report_errors
+def cv(runs: Annotated[list[Path], typer.Argument(help="Run folders of the folds (or runs/<glob>).")],
+       out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and oof.csv.")] = Path("cv"),
+       as_json: opt.JsonOpt = False) -> None:
+    """Pool the out-of-fold predictions of the fold runs and score them with the challenge's metric.
+
+    Tumour Dice per case first (LiTS's ranking number), then liver per case and both global Dice,
+    pooled over the validation volumes of every fold as the official program pools test volumes.
+    Example: medchallenge lits cv runs/twopath-phase1-fold*
+    """
+    from medchallenge.core.cv import run_cv
+    from medchallenge.lits.metrics import cv_score
+
+    run_cv(runs, "lits", cv_score, out, as_json)
 
 
 @app.command()

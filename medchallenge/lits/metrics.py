@@ -16,9 +16,12 @@ Per volume, with ``P`` the prediction and ``T`` the truth label maps:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from medchallenge.core.errors import DataError
 from medchallenge.core.metrics import dice_counts, dice_from_counts
 
 
@@ -74,3 +77,34 @@ class LitsScores:
             out[f"{organ}_dice_per_case"] = sum(per_case) / len(per_case) if per_case else float("nan")
             out[f"{organ}_dice_global"] = 2.0 * inter / size if size else float("nan")
         return out
+
+
+# the out-of-fold columns of one validation volume (RUN/oof.csv): its per-case Dice and the
+# counts the official program adds to the global Dice (I = |P∩T|, S = |P| + |T| as it accumulates them)
+OOF_COLUMNS = ("liver_dice", "tumor_dice", "liver_intersection", "liver_size_sum", "tumor_intersection",
+               "tumor_size_sum")
+
+
+def oof_row(case: str, score: LitsCaseScore) -> dict[str, Any]:
+    """One out-of-fold row: ``id`` and the :data:`OOF_COLUMNS` of the case's official score."""
+    return {"id": case, "liver_dice": score.liver_dice, "tumor_dice": score.tumor_dice,
+            "liver_intersection": score.liver_is[0], "liver_size_sum": score.liver_is[1],
+            "tumor_intersection": score.tumor_is[0], "tumor_size_sum": score.tumor_is[1]}
+
+
+def cv_score(oof: pd.DataFrame) -> dict[str, float]:
+    """The official four numbers on pooled out-of-fold rows; the first (tumour Dice per case) ranks LiTS.
+
+    Per-case Dice are averaged over the rows; global Dice pools the rows' intersections and size
+    sums, exactly as the scoring program pools them over volumes (NaN when nothing to pool).
+    """
+    missing = [c for c in OOF_COLUMNS if c not in oof.columns]
+    if missing:
+        raise DataError(None, f"out-of-fold rows lack {', '.join(missing)} (not a LiTS oof.csv)")
+    scores = LitsScores([LitsCaseScore(float(r.liver_dice), float(r.tumor_dice),
+                                       (int(r.liver_intersection), int(r.liver_size_sum)),
+                                       (int(r.tumor_intersection), int(r.tumor_size_sum)))
+                         for r in oof.itertuples()])
+    summary = scores.summary()
+    first = "tumor_dice_per_case"
+    return {first: summary[first], **{k: v for k, v in summary.items() if k != first}}

@@ -2,42 +2,55 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_model
+from medchallenge.core.checkpoint import expand_checkpoints, load_models
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
+from medchallenge.core.inference import segment_batches
 from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.nifti import read_volume, write_volume
 from medchallenge.core.parts import select_part
 from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
-from medchallenge.core.runs import resolve_checkpoint
-from medchallenge.havaei.inference import segment_slices
+from medchallenge.havaei.inference import padded_forward
 from medchallenge.lits.data import check_label_map, find_cases, find_segmentations, read_ct
 from medchallenge.lits.metrics import LitsScores, lits_case_score
 from medchallenge.lits.models import MODELS, N_CLASSES
 from medchallenge.lits.preprocess import normalise_ct
 
+# meta every member of an ensemble must share: the same input (one CT channel, the same HU window)
+# and the same classes, or averaging their softmax means nothing
+SAME_META = ("channels", "label_values", "normalisation", "hu_window")
 
-def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", batch_size: int = 8,
-                 part: str | None = None, overwrite: bool = False, test_only: bool = True) -> list[Path]:
+
+def predict_lits(checkpoints: Path | Sequence[Path], data: Path, out: Path, device: str = "auto", batch_size: int = 8,
+                 part: str | None = None, overwrite: bool = False, test_only: bool = True,
+                 tta: bool = False) -> list[Path]:
     """Write each (test) volume's labels {0,1,2} on its grid under the challenge's submission name:
-    ``test-volume-N.nii`` → ``test-segmentation-N.nii``, ``volume-N.nii`` → ``segmentation-N.nii``."""
+    ``test-volume-N.nii`` → ``test-segmentation-N.nii``, ``volume-N.nii`` → ``segmentation-N.nii``.
+
+    Several checkpoints (files, run folders, cv folders) are an ensemble: their softmax is averaged
+    per voxel before the argmax; ``tta`` also averages the three mirrored copies of every slice
+    (nnU-Net's mirroring: 4 forward passes per model instead of 1).
+    """
     dev = resolve_device(device)
-    model, _ = load_model(checkpoint, MODELS, challenge="lits", expect={"in_channels": 1, "num_classes": N_CLASSES},
-                          map_location=dev)
+    files = expand_checkpoints([checkpoints] if isinstance(checkpoints, (str, Path)) else checkpoints)
+    loaded = load_models(files, MODELS, challenge="lits", expect={"in_channels": 1, "num_classes": N_CLASSES},
+                         map_location=dev, same_meta=SAME_META)
+    forwards = [padded_forward(model) for model, _ in loaded]
     cases = [c for c in find_cases(data) if c.test or not test_only]
     if not cases:
         raise DataError(data, "no test-volume-N.nii (use --all for the training volumes)")
     cases = select_part(cases, part)
-    # an output is kept only when this checkpoint made it with these options (a retrained model redoes it)
-    manifest = PredictionManifest(out, resolve_checkpoint(checkpoint), {"classes": [0, 1, 2]})
+    # an output is kept only when these checkpoints made it with these options (a retrained model redoes it)
+    manifest = PredictionManifest(out, files, {"classes": [0, 1, 2], "tta": tta})
     names = [c.prediction_name for c in cases]
     todo = manifest.pending(names, [(Path(out) / n).exists() for n in names], overwrite)
     if len(todo) < len(cases):
@@ -46,7 +59,8 @@ def predict_lits(checkpoint: Path, data: Path, out: Path, device: str = "auto", 
     for i in console.track(todo, "predict"):
         case, target = cases[i], Path(out) / names[i]
         volume = read_ct(case.volume)
-        classes = segment_slices(model, normalise_ct(volume.axial_first()), dev, batch_size, amp_dtype(dev), [0, 1, 2])
+        stack = np.swapaxes(normalise_ct(volume.axial_first()), 0, 1)  # S×1×H×W
+        classes = segment_batches(forwards, stack, dev, batch_size, amp_dtype(dev), flips=tta, allowed=[0, 1, 2])
         write_volume(target, volume.from_axial_first(classes), volume.geometry, compress=False)
         manifest.record(names[i])
         written.append(target)

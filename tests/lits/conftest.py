@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -36,3 +38,20 @@ def lits_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     invoke("lits", "sample", "--out", root, "--n-cases", "6", "--size", "32", "--n-slices", "4")
     invoke("lits", "tile", "--data", root, "--cache", root / "patches")
     return root
+
+
+@pytest.fixture(scope="session")
+def fold_runs(lits_sample: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The three runs of ``train --n-folds 3 --fold K`` (default run names, TensorBoard on), fold order."""
+    home = tmp_path_factory.mktemp("lits-folds")
+    before = Path.cwd()
+    os.chdir(home)  # the default run folder is ./runs/<name>: never the repository
+    try:
+        for k in range(3):
+            invoke("lits", "train", "--cache", lits_sample / "patches", "--n-folds", "3", "--fold", str(k),
+                   "--tensorboard", *TINY_TRAIN)
+    finally:
+        os.chdir(before)
+    runs = sorted(p for p in (home / "runs").iterdir() if not p.is_symlink())
+    assert len(runs) == 3, runs
+    return sorted(runs, key=lambda run: json.loads((run / "split.json").read_text())["fold"])
