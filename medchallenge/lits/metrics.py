@@ -101,6 +101,11 @@ def cv_score(oof: pd.DataFrame) -> dict[str, float]:
     missing = [c for c in OOF_COLUMNS if c not in oof.columns]
     if missing:
         raise DataError(None, f"out-of-fold rows lack {', '.join(missing)} (not a LiTS oof.csv)")
+    blank = oof[list(OOF_COLUMNS)].isna().any(axis=1)
+    if blank.any():  # a fold's oof.csv of another format, pooled with others: its columns are empty
+        cases = ", ".join(map(str, oof.loc[blank, "id"].head(3)))
+        raise DataError(None, f"out-of-fold rows of {cases} lack values of {', '.join(OOF_COLUMNS)}"
+                              " (not a LiTS oof.csv)")
     scores = LitsScores([LitsCaseScore(float(r.liver_dice), float(r.tumor_dice),
                                        (int(r.liver_intersection), int(r.liver_size_sum)),
                                        (int(r.tumor_intersection), int(r.tumor_size_sum)))

@@ -101,3 +101,38 @@ def test_tensorboard_has_previews_step_loss_and_the_monitor(fold_runs: list[Path
     previews = [t for t in tags["images"] if t.startswith("preview/")]
     assert previews and all(t.removeprefix("preview/") in _splits(fold_runs)[0]["val"] for t in previews)
     assert {"train/loss_step", "mean_dice"} <= set(tags["scalars"]), tags["scalars"]
+
+
+def test_cv_of_hand_made_oof_files(tmp_path: Path) -> None:
+    """oof.csv files written by hand (counts from the official rules) pool to the official numbers."""
+    rng = np.random.default_rng(3)
+    pairs = [(rng.choice(3, (2, 4, 4), p=[0.5, 0.3, 0.2]), rng.choice(3, (2, 4, 4), p=[0.5, 0.4, 0.1]))
+             for _ in range(5)]
+    pairs[1][0][pairs[1][0] == 1] = 2  # no liver label predicted: liver Dice 0, only the truth pooled
+    pairs[2][0][:], pairs[2][1][pairs[2][1] == 2] = 1, 1  # no tumour on either side: tumour Dice 1
+    runs = []
+    for fold, members in enumerate(([0, 1, 2], [3, 4])):
+        run = tmp_path / f"fold{fold}"
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps({"challenge": "lits", "n_folds": 2, "fold": fold, "seed": 7}))
+        rows = []
+        for i in members:
+            sub, ref = pairs[i]
+            one = official([(sub, ref)])
+            liver_i = int(((sub >= 1) & (ref >= 1)).sum()) if (sub == 1).any() else 0
+            liver_s = int((sub >= 1).sum()) * bool((sub == 1).any()) + int((ref >= 1).sum())
+            rows.append({"id": f"volume-{i}", "fold": fold, "liver_dice": one["liver_dice_per_case"],
+                         "tumor_dice": one["tumor_dice_per_case"], "liver_intersection": liver_i,
+                         "liver_size_sum": liver_s, "tumor_intersection": int(((sub == 2) & (ref == 2)).sum()),
+                         "tumor_size_sum": int((sub == 2).sum() + (ref == 2).sum())})
+        pd.DataFrame(rows).to_csv(run / "oof.csv", index=False)
+        runs.append(run)
+    metrics = json.loads(invoke("lits", "cv", *runs, "--out", tmp_path / "cv", "--json").strip().splitlines()[-1])
+    expected = official(pairs)
+    assert metrics["score"] == pytest.approx(expected["tumor_dice_per_case"])
+    assert {k: metrics[k] for k in ("liver_dice_per_case", "liver_dice_global", "tumor_dice_global")} == \
+        pytest.approx({k: expected[k] for k in ("liver_dice_per_case", "liver_dice_global", "tumor_dice_global")})
+    assert metrics["per_fold"]["1"] == pytest.approx(official(pairs[3:])["tumor_dice_per_case"])
+    (runs[1] / "oof.csv").write_text("id,fold,dice\nvolume-3,1,0.5\n")
+    result = CliRunner().invoke(app, ["lits", "cv", *map(str, runs), "--out", str(tmp_path / "cv2")])
+    assert result.exit_code == 2 and "liver_intersection" in result.output, result.output
