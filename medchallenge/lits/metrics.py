@@ -85,9 +85,9 @@ OOF_COLUMNS = ("liver_dice", "tumor_dice", "liver_intersection", "liver_size_sum
                "tumor_size_sum")
 
 
-def oof_row(case: str, score: LitsCaseScore) -> dict[str, Any]:
-    """One out-of-fold row: ``id`` and the :data:`OOF_COLUMNS` of the case's official score."""
-    return {"id": case, "liver_dice": score.liver_dice, "tumor_dice": score.tumor_dice,
+def oof_values(score: LitsCaseScore) -> dict[str, Any]:
+    """The :data:`OOF_COLUMNS` of a volume's official score (its out-of-fold row without ``id``)."""
+    return {"liver_dice": score.liver_dice, "tumor_dice": score.tumor_dice,
             "liver_intersection": score.liver_is[0], "liver_size_sum": score.liver_is[1],
             "tumor_intersection": score.tumor_is[0], "tumor_size_sum": score.tumor_is[1]}
 

@@ -6,20 +6,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medchallenge.core import console
 from medchallenge.core.checkpoint import expand_checkpoints, load_models
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError
-from medchallenge.core.inference import segment_batches
 from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.nifti import read_volume, write_volume
 from medchallenge.core.parts import select_part
 from medchallenge.core.plots import plot_per_case
 from medchallenge.core.report import EvaluationReport
-from medchallenge.havaei.inference import padded_forward
+from medchallenge.havaei.inference import segment_slices
 from medchallenge.lits.data import check_label_map, find_cases, find_segmentations, read_ct
 from medchallenge.lits.metrics import LitsScores, lits_case_score
 from medchallenge.lits.models import MODELS, N_CLASSES
@@ -44,7 +42,7 @@ def predict_lits(checkpoints: Path | Sequence[Path], data: Path, out: Path, devi
     files = expand_checkpoints([checkpoints] if isinstance(checkpoints, (str, Path)) else checkpoints)
     loaded = load_models(files, MODELS, challenge="lits", expect={"in_channels": 1, "num_classes": N_CLASSES},
                          map_location=dev, same_meta=SAME_META)
-    forwards = [padded_forward(model) for model, _ in loaded]
+    models = [model for model, _ in loaded]
     cases = [c for c in find_cases(data) if c.test or not test_only]
     if not cases:
         raise DataError(data, "no test-volume-N.nii (use --all for the training volumes)")
@@ -59,8 +57,8 @@ def predict_lits(checkpoints: Path | Sequence[Path], data: Path, out: Path, devi
     for i in console.track(todo, "predict"):
         case, target = cases[i], Path(out) / names[i]
         volume = read_ct(case.volume)
-        stack = np.swapaxes(normalise_ct(volume.axial_first()), 0, 1)  # S×1×H×W
-        classes = segment_batches(forwards, stack, dev, batch_size, amp_dtype(dev), flips=tta, allowed=[0, 1, 2])
+        classes = segment_slices(models, normalise_ct(volume.axial_first()), dev, batch_size, amp_dtype(dev),
+                                 allowed=[0, 1, 2], flips=tta)
         write_volume(target, volume.from_axial_first(classes), volume.geometry, compress=False)
         manifest.record(names[i])
         written.append(target)

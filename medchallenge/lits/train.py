@@ -11,7 +11,6 @@ output layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,11 +19,9 @@ from torch import nn
 from medchallenge.core import console
 from medchallenge.core.checkpoint import load_checkpoint, load_model
 from medchallenge.core.errors import DataError, OptionError
-from medchallenge.havaei.inference import segment_slices
 from medchallenge.havaei.models import InputCascadeCNN, TwoPathCNN
-from medchallenge.havaei.patches import cached_cases
 from medchallenge.havaei.trainer import HavaeiOptions, HavaeiTrainer, freeze_all_but_output
-from medchallenge.lits.metrics import lits_case_score, oof_row
+from medchallenge.lits.metrics import lits_case_score, oof_values
 from medchallenge.lits.models import (
     BRATS_CHANNELS,
     BRATS_CLASSES,
@@ -37,11 +34,6 @@ from medchallenge.lits.preprocess import CACHE_KIND, HU_WINDOW
 
 TRANSFERS = ("local", "global", "both", "e2e", "none")
 
-
-def has_tumour(cache: Path, case: str) -> bool:
-    """Whether a cached volume holds tumour voxels (its class-2 patch index is not empty)."""
-    with np.load(Path(cache) / "index" / f"{case}.npz") as index:
-        return len(index["class_2"]) > 0
 
 
 def set_trainable(model: nn.Module, transfer: str) -> None:
@@ -75,6 +67,7 @@ class LitsTrainer(HavaeiTrainer):
     registry = MODELS
     n_classes = N_CLASSES
     allowed_classes = [0, 1, 2]
+    strata_class = 2  # folds stratified by whether a volume holds tumour
 
     def __init__(self, config: Any, options: LitsOptions) -> None:
         if options.transfer not in TRANSFERS:
@@ -82,18 +75,6 @@ class LitsTrainer(HavaeiTrainer):
         if options.transfer != "none" and options.from_checkpoint is None:
             raise OptionError(f"--transfer {options.transfer} needs --from BRATS_RUN/best.pt (or --transfer none)")
         super().__init__(config, options)
-        self._split_by_volume()
-
-    def _split_by_volume(self) -> None:
-        """Training/validation volumes through the engine's split (``--n-folds``/``--fold``, RUN/split.json),
-        stratified by whether a volume holds tumour, so every fold validates on tumour volumes."""
-        cases = cached_cases(self.options.cache)
-        strata = [has_tumour(self.options.cache, c) for c in cases]
-        train_idx, val_idx = self.split_items(cases, strata, self.options.val_fraction)
-        self.train_cases, self.val_cases = [cases[i] for i in train_idx], [cases[i] for i in val_idx]
-        fold = f"fold {self.config.fold} of {self.config.n_folds}: " if self.config.n_folds else ""
-        console.log(f"{fold}{len(self.train_cases)} training / {len(self.val_cases)} validation volume(s),"
-                    f" {sum(strata)} of {len(cases)} with tumour")
 
     def prepare_model(self, model: nn.Module) -> None:
         """Load ``--from`` (a BraTS model, adapted; or a LiTS model, as is) and freeze per ``--transfer``
@@ -125,17 +106,10 @@ class LitsTrainer(HavaeiTrainer):
     def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         return {**super().checkpoint_meta(row), "transfer": self.options.transfer, "hu_window": list(HU_WINDOW)}
 
-    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Every validation volume segmented whole (not only ``--val-max-cases``): its per-case Dice and
-        the intersection/size counts the official global Dice pools (:func:`medchallenge.lits.metrics.cv_score`)."""
-        rows = []
-        for case in console.track(self.val_cases, "out-of-fold", total=len(self.val_cases)):
-            images = np.load(self.options.cache / "images" / f"{case}.npy", mmap_mode="r")
-            truth = np.load(self.options.cache / "labels" / f"{case}.npy")
-            pred = segment_slices(model, images, self.device, max(1, self.config.batch_size // 8), self.amp_dtype,
-                                  self.allowed_classes)
-            rows.append(oof_row(case, lits_case_score(pred, truth)))
-        return rows
+    def oof_row(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+        """A validation volume's official per-case Dice and the counts the global Dice pools
+        (:data:`medchallenge.lits.metrics.OOF_COLUMNS`, pooled by ``lits cv``)."""
+        return oof_values(lits_case_score(pred, truth))
 
     def score_case(self, pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
         """The official per-case rule (:mod:`medchallenge.lits.metrics`), so the best checkpoint is
