@@ -90,12 +90,10 @@ def check(
 @engine_flags(epochs=20, lr=1e-4, batch_size=32, scheduler=Scheduler.none, workers=2)
 def train(
     cache: CacheOpt = Path("cache"),
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>-<time>-<id>).")] = None,
-    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of patients for validation.",
-                                                rich_help_panel=DATA)] = 0.5,
-    n_folds: Annotated[Optional[int], typer.Option("--n-folds", help="Stratified k-fold instead.",
-                                                   rich_help_panel=DATA)] = None,
-    fold: Annotated[int, typer.Option("--fold", help="Validation fold with --n-folds.", rich_help_panel=DATA)] = 0,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Run folder (default runs/<model>[-fold<K>]-<time>-<id>).")] = None,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=DATA,
+                                                help="Share of patients for validation (without --n-folds).")] = 0.5,
     max_batch_images: Annotated[int, typer.Option(
         "--max-batch-images", min=1, rich_help_panel=DATA,
         help="Image budget of a batch (patients packed up to it and to --batch-size patients).")] = 256,
@@ -106,8 +104,9 @@ def train(
                                                    help="From age,count,birth_month,birth_year.")] = "age,count",
     loss: Annotated[Loss, typer.Option("--loss", help="bce or dice (the report's soft Dice).",
                                        rich_help_panel=MODEL)] = Loss.bce,
-    class_weight: Annotated[bool, typer.Option("--class-weight", help="Weight BCE for the label imbalance.",
-                                               rich_help_panel=MODEL)] = False,
+    class_weight: Annotated[bool, typer.Option("--class-weight/--no-class-weight", rich_help_panel=MODEL,
+                                               help="Weight BCE for the label imbalance (n_reactive/n_malignant).")]
+    = True,
     pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", rich_help_panel=MODEL,
                                              help="ImageNet ResNet18 from the torch hub cache (no download).")] = True,
     weights: Annotated[Optional[Path], typer.Option("--weights", rich_help_panel=MODEL,
@@ -115,33 +114,34 @@ def train(
     *,
     engine: EngineFlags,
 ) -> None:
-    """Train a patient-level model; best.pt by validation balanced accuracy (writes ./runs/<model>-<time>).
+    """Train a patient-level model; best.pt by validation balanced accuracy at the tuned threshold.
 
     --batch-size is the most patients (bags) per batch; --max-batch-images their image budget.
 
     Example: medchallenge lympho train --model mean --epochs 20 --lr 1e-4
     """
-    from medchallenge.core.runs import default_run_dir
     from medchallenge.lympho.train import LymphoOptions, LymphoTrainer
 
-    out = out or default_run_dir(model.value, fold if n_folds else None)
+    out = out or engine.run_dir(model.value)
     # --scheduler step keeps lympho's schedule: ×0.1 every 10 epochs
     config = engine.config(out, step_size=10, gamma=0.1)
     options = LymphoOptions(cache=cache, model=model.value, pretrained=pretrained, weights=weights,
                             clinical_features=[f.strip() for f in clinical_features.split(",") if f.strip()],
-                            loss=loss.value, class_weight=class_weight, val_fraction=val_fraction, n_folds=n_folds,
-                            fold=fold, max_batch_images=max_batch_images, max_images=max_images)
+                            loss=loss.value, class_weight=class_weight, val_fraction=val_fraction,
+                            max_batch_images=max_batch_images, max_images=max_images)
     LymphoTrainer(config, options).fit()
 
 
 @app.command()
 @opt.report_errors
 def predict(
-    checkpoint: opt.CheckpointOpt,
+    checkpoint: opt.CheckpointsOpt,
     data: DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for submission.csv (parts: submission.part-K-of-N.csv).")]
     = Path("predictions"),
     scores: Annotated[bool, typer.Option("--scores", help="Add a Score column (probability of malignant).")] = False,
+    tta: opt.TtaOpt = False,
+    threshold: opt.ThresholdOpt = "auto",
     part: opt.PartOpt = None,
     overwrite: opt.OverwriteOpt = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Patients per forward pass.")] = 8,
@@ -149,6 +149,8 @@ def predict(
 ) -> None:
     """Write Id,Predicted (0/1) for every test patient, in the CSV's order, to --out/submission.csv.
 
+    Several --checkpoint (or a cv folder): an ensemble averaging P(malignant); --tta averages the 8
+    dihedral views of every image; --threshold auto uses the threshold tuned on validation.
     With --part K/N each job writes submission.part-K-of-N.csv; the job that completes the set merges
     them into submission.csv.
 
@@ -160,7 +162,24 @@ def predict(
     if out.suffix.lower() == ".csv":  # the old --out FILE: a folder named x.csv would surprise
         raise OptionError(f"--out {out}: --out is now a folder (it gets submission.csv); e.g. --out {out.parent}")
     predict_submission(checkpoint, data, out, device, with_scores=scores, part=part, overwrite=overwrite,
-                       batch_size=batch_size)
+                       batch_size=batch_size, tta=tta, threshold=threshold)
+
+
+@app.command()
+@opt.report_errors
+def cv(runs: Annotated[list[Path], typer.Argument(help="Run folders of the folds (or runs/<glob>).")],
+       out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and oof.csv.")] = Path("cv"),
+       as_json: opt.JsonOpt = False) -> None:
+    """Pool the out-of-fold predictions of the fold runs and score them with the challenge's metric.
+
+    Balanced accuracy of the pooled rows, each predicted at its own fold's tuned threshold.
+
+    Example: medchallenge lympho cv runs/mean-fold* --out cv
+    """
+    from medchallenge.core.cv import run_cv
+    from medchallenge.lympho.metrics import cv_score
+
+    run_cv(runs, "lympho", cv_score, out, as_json)
 
 
 @app.command()

@@ -139,3 +139,21 @@ def evaluation_report(predictions: str | Path, truth: str | Path, plots: bool = 
 
     return EvaluationReport("lympho", "balanced accuracy", result["balanced_accuracy"], result["n"], summary,
                             cases=patient_table(predictions, truth), plots=draw)
+
+
+def cv_score(oof: pd.DataFrame) -> dict[str, float]:
+    """Balanced accuracy (scikit-learn's) of pooled out-of-fold rows, each at its own fold's threshold.
+
+    ``oof`` has one row per validation patient: ``label``, ``probability``, ``threshold`` (the one
+    tuned on that fold's validation and stored in its best.pt). Also the score at a fixed 0.5 and the
+    ROC AUC of the pooled probabilities (undefined with one class).
+    """
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    truth = oof["label"].to_numpy(dtype=int)
+    prob = oof["probability"].to_numpy(dtype=float)
+    tuned = (prob >= oof["threshold"].to_numpy(dtype=float)).astype(int)
+    two = len(set(truth)) == 2
+    return {"balanced_accuracy": float(balanced_accuracy_score(truth, tuned)),
+            "balanced_accuracy_at_0.5": float(balanced_accuracy_score(truth, (prob >= 0.5).astype(int))),
+            "roc_auc": float(roc_auc_score(truth, prob)) if two else float("nan")}

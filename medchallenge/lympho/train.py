@@ -2,9 +2,12 @@
 
 Patients are packed into batches of at most ``--max-batch-images`` images and at most
 ``--batch-size`` patients (a larger bag travels alone), so the CNN sees flat batches regardless of
-owner and memory stays bounded. The split is
-stratified by label and seeded (50/50 as in the report, ``--val-fraction``, or k-fold); the best
-checkpoint maximises validation balanced accuracy.
+owner and memory stays bounded. The split is the engine's (``split_items``: by patient,
+stratified by label, seeded; 50/50 as in the report with ``--val-fraction``, or fold ``--fold`` of
+``--n-folds``). Each validation tunes the decision threshold for balanced accuracy
+(:func:`~medchallenge.core.thresholds.best_threshold`): the best checkpoint maximises the tuned
+score and stores its threshold, and the fixed-0.5 score is reported next to it. BCE is weighted for
+the label imbalance by default (``--no-class-weight`` turns it off).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from medchallenge.core import console
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.metrics import balanced_accuracy
-from medchallenge.core.splits import kfold_split, stratified_split
+from medchallenge.core.thresholds import best_threshold
 from medchallenge.lympho.cache import open_cache
 from medchallenge.lympho.data import LABELS
 from medchallenge.lympho.models import MODELS, load_pretrained_encoder
@@ -140,17 +143,15 @@ class LymphoOptions:
     weights: Path | None = None
     clinical_features: list[str] = field(default_factory=lambda: ["age", "count"])
     loss: str = "bce"
-    class_weight: bool = False
+    class_weight: bool = True
     val_fraction: float = 0.5
-    n_folds: int | None = None
-    fold: int = 0
     max_batch_images: int = 256
     max_images: int | None = None
     chunk: int = 64
 
 
 class LymphoTrainer(Trainer):
-    """Patient-level malignant vs reactive; best checkpoint by validation balanced accuracy."""
+    """Patient-level malignant vs reactive; best checkpoint by validation balanced accuracy at the tuned threshold."""
 
     challenge = "lympho"
     monitor = "balanced_accuracy"
@@ -168,11 +169,8 @@ class LymphoTrainer(Trainer):
         labelled = index[index["LABEL"] >= 0].reset_index(drop=True)
         if labelled["LABEL"].nunique() < 2:
             raise DataError(options.cache, "training needs both malignant and reactive patients")
-        labels = labelled["LABEL"].to_numpy()
-        if options.n_folds:
-            train_idx, val_idx = kfold_split(labels, options.n_folds, options.fold, config.seed)
-        else:
-            train_idx, val_idx = stratified_split(labels, options.val_fraction, config.seed)
+        # one item per patient: the patient is the group, its label the stratum
+        train_idx, val_idx = self.split_items(labelled["ID"].tolist(), labelled["LABEL"].tolist(), options.val_fraction)
         self.train_index = labelled.iloc[train_idx].reset_index(drop=True)
         self.val_index = labelled.iloc[val_idx].reset_index(drop=True)
         raw = clinical_matrix(self.train_index, options.clinical_features)
@@ -213,7 +211,7 @@ class LymphoTrainer(Trainer):
     def checkpoint_meta(self, row: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"clinical_features": self.options.clinical_features,
                 "clinical_mean": self.clinical_mean.tolist(), "clinical_std": self.clinical_std.tolist(),
-                "crop": self.cache_meta["crop"], "threshold": 0.5,
+                "crop": self.cache_meta["crop"], "threshold": float((row or {}).get("threshold", 0.5)),
                 "val_ids": self.val_index["ID"].tolist()}
 
     def _loss(self, out: dict[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
@@ -234,7 +232,8 @@ class LymphoTrainer(Trainer):
         images, bags, labels, clinical = batch
         return self._loss(model(images, bags, clinical), labels)
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
+    def _val_scores(self, model: nn.Module) -> tuple[np.ndarray, np.ndarray, float]:
+        """P(malignant) (V,), truth (V,) of the validation patients in order, and the mean loss."""
         probs, labels, losses = [], [], []
         loader = self._loader(self.val_index, train=False)
         for images, bags, y, clinical in console.track(loader, "validation", total=len(loader)):
@@ -242,14 +241,30 @@ class LymphoTrainer(Trainer):
             with self.autocast():
                 out = model(images, bags, clinical)
             losses.append(float(self._loss(out, y)) * len(y))
-            probs.append(torch.sigmoid(out["logit"]).cpu())
+            probs.append(torch.sigmoid(out["logit"].float()).cpu())
             labels.append(y.cpu())
-        p = torch.cat(probs).numpy()
         t = torch.cat(labels).numpy().astype(int)
+        return torch.cat(probs).numpy(), t, sum(losses) / len(t)
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """Balanced accuracy at the threshold tuned on these patients (monitored), and at a fixed 0.5."""
         from sklearn.metrics import roc_auc_score
 
-        return {"val_loss": sum(losses) / len(t), "balanced_accuracy": balanced_accuracy(t, (p >= 0.5).astype(int)),
+        p, t, loss = self._val_scores(model)
+        threshold, tuned = best_threshold(p, t, balanced_accuracy)
+        return {"val_loss": loss, "balanced_accuracy": tuned, "threshold": threshold,
+                "balanced_accuracy_at_0.5": balanced_accuracy(t, (p >= 0.5).astype(int)),
                 "auc": float(roc_auc_score(t, p)) if len(set(t)) == 2 else float("nan")}
+
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """One row per validation patient: id, label, probability, and the prediction at best.pt's threshold."""
+        from medchallenge.core.checkpoint import load_checkpoint
+
+        threshold = float(load_checkpoint(self.run_dir / "best.pt")["meta"]["threshold"])
+        p, t, _ = self._val_scores(model)
+        # the threshold on every row: cv pools each fold's rows with their own fold's threshold
+        return [{"id": pid, "label": int(label), "probability": float(prob), "threshold": threshold,
+                 "prediction": int(prob >= threshold)} for pid, label, prob in zip(self.val_index["ID"], t, p)]
 
     def preview_images(self, model: nn.Module) -> dict[str, Any]:
         """Up to 4 images of the first validation patient of each class, captioned with P(malignant).
