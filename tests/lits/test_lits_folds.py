@@ -136,3 +136,24 @@ def test_cv_of_hand_made_oof_files(tmp_path: Path) -> None:
     (runs[1] / "oof.csv").write_text("id,fold,dice\nvolume-3,1,0.5\n")
     result = CliRunner().invoke(app, ["lits", "cv", *map(str, runs), "--out", str(tmp_path / "cv2")])
     assert result.exit_code == 2 and "liver_intersection" in result.output, result.output
+
+
+def test_folds_are_stratified_by_tumour(tmp_path: Path) -> None:
+    """6 training volumes, 3 without tumour: each of 3 folds validates one with and one without."""
+    from medchallenge.core.engine import TrainConfig
+    from medchallenge.core.nifti import read_volume, write_volume
+    from medchallenge.lits.train import LitsOptions, LitsTrainer
+
+    invoke("lits", "sample", "--out", tmp_path, "--n-cases", "8", "--size", "32", "--n-slices", "2")
+    for n in (0, 1, 2):  # tumour → liver
+        seg = read_volume(tmp_path / f"segmentation-{n}.nii")
+        write_volume(tmp_path / f"segmentation-{n}.nii", np.minimum(seg.array, 1), seg.geometry, compress=False)
+    invoke("lits", "tile", "--data", tmp_path, "--cache", tmp_path / "patches")
+    for seed in range(6):  # an unstratified split mixes every fold 40% of the time: 0.4**6 < 1%
+        vals = []
+        for fold in range(3):
+            config = TrainConfig(out=tmp_path / "run", n_folds=3, fold=fold, seed=seed, device="cpu")
+            trainer = LitsTrainer(config, LitsOptions(tmp_path / "patches", transfer="none"))
+            vals.append(sorted(trainer.val_cases))
+        assert sorted(c for v in vals for c in v) == [f"volume-{n}" for n in range(6)]
+        assert all(len({c in ("volume-0", "volume-1", "volume-2") for c in v}) == 2 for v in vals), vals
