@@ -1,6 +1,5 @@
 """``medchallenge midog``: sample, tile, train, predict, evaluate for MIDOG 2021 mitosis detection."""
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -105,10 +104,10 @@ def train(
         help="Tile cache from `midog tile` to read the images from (default: the TIFFs in --data).")] = None,
     annotations: Annotated[Optional[Path], typer.Option(
         "--annotations", rich_help_panel=DATA, help="MIDOG.json (default: in --cache, else in --data).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/retinanet-<time>).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/retinanet[-fold<K>]-<time>-...).")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of images for validation.",
                                                 rich_help_panel=DATA)] = 0.2,
-    val_ids: Annotated[Optional[Path], typer.Option("--val-ids", help="File listing validation image ids.",
+    val_ids: Annotated[Optional[Path], typer.Option("--val-ids", help="File listing validation image ids (not with --n-folds).",
                                                     rich_help_panel=DATA)] = None,
     patch_size: Annotated[int, typer.Option("--patch-size", min=64, help="Patch size, px (kept at 1:1).",
                                             rich_help_panel=DATA)] = 512,
@@ -135,7 +134,7 @@ def train(
     """
     from medchallenge.midog.train import MidogOptions, MidogTrainer
 
-    out = out or Path("runs") / f"retinanet-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or engine.run_dir("retinanet")
     options = MidogOptions(data=data, annotations=annotations, cache=cache, model=model.value, patch_size=patch_size,
                            patches_per_image=patches_per_image, trainable_layers=trainable_backbone_layers,
                            pretrained=pretrained, weights=weights, imposters=imposters.value, centre=centre,
@@ -147,12 +146,13 @@ def train(
 @opt.report_errors
 @deprecated_aliases({"--ids": "cases"})
 def predict(
-    checkpoint: opt.CheckpointOpt,
+    checkpoint: opt.CheckpointsOpt,
     data: DataOpt = Path("."),
     cases: CasesOpt = None,
     out: Annotated[Path, typer.Option("--out", help="Folder for detections.json (px) and grand-challenge.json (mm).")]
     = Path("predictions"),
-    threshold: Annotated[str, typer.Option("--threshold", help="Score cut, or auto (best validation F1).")] = "0.5",
+    threshold: opt.ThresholdOpt = "auto",
+    tta: opt.TtaOpt = False,
     overlap: Annotated[Optional[float], typer.Option("--overlap", help="Patch overlap fraction (default: training's).")] = None,
     output_format: Annotated[OutputFormat, typer.Option(
         "--format", help="both, points (detections.json, px) or grand-challenge (grand-challenge.json: the reference"
@@ -163,14 +163,15 @@ def predict(
     batch_size: opt.BatchSizeOpt = 8,
     device: opt.DeviceOpt = "auto",
 ) -> None:
-    """Detect mitoses on whole images (overlapping patches, global NMS) into the folder --out.
+    """Detect mitoses on whole images (overlapping patches, global NMS) into the folder --out; several
+    --checkpoint: an ensemble (detections merged by distance); --tta: the 8 dihedral views of each patch.
 
-    Example: medchallenge midog predict --checkpoint runs/retinanet-*/best.pt --cases 1-10 --threshold auto
+    Example: medchallenge midog predict --checkpoint runs/latest --cases 1-10 --tta
     """
     from medchallenge.midog.predict import predict_detections, read_ids
 
     predict_detections(checkpoint, data, out, read_ids(cases), threshold, overlap, device, batch_size,
-                       output_format.value, spacing, part, overwrite)
+                       output_format.value, spacing, part, overwrite, tta)
 
 
 @app.command()
@@ -207,6 +208,22 @@ def evaluate(
         typer.echo(dumps_json(report.to_json()))
         return
     _print_table(result, f"MIDOG: {predictions} vs {truth}")
+
+
+@app.command()
+@opt.report_errors
+def cv(runs: Annotated[list[Path], typer.Argument(help="Run folders of the folds (or runs/<glob>).")],
+       out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and oof.csv.")] = Path("cv"),
+       as_json: opt.JsonOpt = False) -> None:
+    """Pool the out-of-fold predictions of the fold runs and score them with the challenge's metric.
+
+    MIDOG: F1 from the TP/FP/FN of every validation image summed over the folds (each fold at its own
+    tuned threshold). Example: medchallenge midog cv runs/retinanet-fold*
+    """
+    from medchallenge.core.cv import run_cv
+    from medchallenge.midog.metrics import cv_score
+
+    run_cv(runs, "midog", cv_score, out, as_json)
 
 
 def _print_table(result: dict, title: str) -> None:

@@ -1,4 +1,4 @@
-"""MIDOG.json and the image folder: typed records, scanners, splits.
+"""MIDOG.json and the image folder: typed records, scanners, a listed validation split.
 
 ``MIDOG.json``: ``images`` {file_name, id, width, height}; ``categories`` 1 "mitotic figure",
 2 "not mitotic figure" (imposters); ``annotations`` {bbox, category_id, image_id, id} with bbox
@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from medchallenge.core import console
-from medchallenge.core.errors import DataError, OptionError
+from medchallenge.core.errors import DataError
 from medchallenge.core.names import check_name
-from medchallenge.core.splits import stratified_split
 
 MITOSIS, IMPOSTER = 1, 2
 SCANNERS = ((1, 50, "Hamamatsu XR"), (51, 100, "Hamamatsu S360"), (101, 150, "Aperio CS2"), (151, 200, "Leica GT450"))
@@ -167,21 +166,14 @@ def annotated_images(images: dict[int, MidogImage], data: Path | None = None) ->
     return kept
 
 
-def split_images(images: list[MidogImage], val_fraction: float, seed: int,
-                 val_ids_file: Path | None = None) -> tuple[list[MidogImage], list[MidogImage]]:
-    """(train, val): seeded and stratified by scanner, or the ids listed in ``val_ids_file``."""
-    if val_ids_file is not None:
-        try:
-            wanted = {int(tok) for tok in Path(val_ids_file).read_text().replace(",", " ").split()}
-        except (OSError, ValueError) as err:
-            raise DataError(val_ids_file, f"expected image ids separated by spaces, commas or lines ({err})") from err
-        unknown = wanted - {img.image_id for img in images}
-        if unknown:
-            raise DataError(val_ids_file, f"id(s) not among the annotated images: {sorted(unknown)[:5]}")
-        return [i for i in images if i.image_id not in wanted], [i for i in images if i.image_id in wanted]
-    if len(images) < 2:
-        raise OptionError(f"{len(images)} annotated image(s): need at least 2 to split")
-    scanners = [img.scanner for img in images]
-    codes = np.unique(scanners, return_inverse=True)[1]
-    train, val = stratified_split(codes, val_fraction, seed)
-    return [images[i] for i in train], [images[i] for i in val]
+def val_ids_split(images: list[MidogImage], val_ids_file: Path) -> tuple[list[MidogImage], list[MidogImage]]:
+    """(train, val) by the ids listed in ``val_ids_file`` (``train --val-ids``; the seeded splits and
+    folds are the engine's ``Trainer.split_items``)."""
+    try:
+        wanted = {int(tok) for tok in Path(val_ids_file).read_text().replace(",", " ").split()}
+    except (OSError, ValueError) as err:
+        raise DataError(val_ids_file, f"expected image ids separated by spaces, commas or lines ({err})") from err
+    unknown = wanted - {img.image_id for img in images}
+    if unknown:
+        raise DataError(val_ids_file, f"id(s) not among the annotated images: {sorted(unknown)[:5]}")
+    return [i for i in images if i.image_id not in wanted], [i for i in images if i.image_id in wanted]

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _ratio(num: int, denom: int) -> float:
@@ -86,3 +90,11 @@ def best_threshold(per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray]], r
         if total.f1 > best[1]:
             best = (float(threshold), total.f1)
     return best
+
+
+def cv_score(oof: pd.DataFrame) -> dict[str, float]:
+    """The official F1 of pooled out-of-fold rows (one per validation image: ``tp``, ``fp``, ``fn`` at
+    its fold's tuned threshold): TP/FP/FN summed, then the ratios (NaN where a denominator is 0)."""
+    total = Counts(int(oof["tp"].sum()), int(oof["fp"].sum()), int(oof["fn"].sum()))
+    return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "tp": total.tp, "fp": total.fp,
+            "fn": total.fn}

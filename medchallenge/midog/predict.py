@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_model
+from medchallenge.core.checkpoint import expand_checkpoints, load_models
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import write_json
 from medchallenge.core.parts import parse_part, select_part
 from medchallenge.core.report import EvaluationReport
-from medchallenge.core.runs import resolve_checkpoint
+from medchallenge.core.thresholds import resolve_threshold
 from medchallenge.core.wsi import open_slide
 from medchallenge.midog.data import annotated_images, load_midog_json, scanner_of
-from medchallenge.midog.inference import detect_image
+from medchallenge.midog.inference import detect_image, merge_detections
 from medchallenge.midog.metrics import Counts, match_image
 from medchallenge.midog.models import MODELS
 from medchallenge.midog.submission import (
@@ -59,11 +59,18 @@ def output_files(out: Path, output_format: str, part: str | None) -> dict[str, P
     return {fmt: Path(out) / (FILE_STEMS[fmt] + suffix) for fmt in formats}
 
 
-def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] | None = None, threshold: str = "0.5",
-                       overlap: float | None = None, device: str = "auto", batch_size: int = 8,
+def predict_detections(checkpoints: Path | Sequence[Path], data: Path, out: Path, ids: list[int] | None = None,
+                       threshold: str = "auto", overlap: float | None = None, device: str = "auto", batch_size: int = 8,
                        output_format: str = "both", spacing_um: float | None = None, part: str | None = None,
-                       overwrite: bool = False) -> dict[str, Path]:
+                       overwrite: bool = False, tta: bool = False) -> dict[str, Path]:
     """Detect mitoses on whole images and write them into the folder ``out``; returns format → file.
+
+    ``checkpoints``: one checkpoint, or several (an ensemble; run folders mean their best.pt, a cv
+    folder its folds): each model detects, and their detections are merged by distance
+    (:func:`~medchallenge.midog.inference.merge_detections`) before the threshold. ``tta``: each
+    model sees the 8 dihedral views of every patch, merged the same way. ``threshold``: ``auto``
+    (the threshold tuned on validation and stored in the checkpoint; an ensemble's is the mean of
+    its members') or a number.
 
     ``points`` (``detections.json``): ``{file_name: [{"x", "y", "score"}, ...]}`` in px, the
     detections ``>= threshold``. ``grand-challenge`` (``grand-challenge.json``): ``{file_name:
@@ -71,34 +78,34 @@ def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] |
     :mod:`medchallenge.midog.submission`); the pixel size comes from each TIFF's resolution, else
     ``spacing_um`` (default 0.25 µm/px, said in a log line). ``part`` K/N takes every N-th image and
     writes ``<stem>.part-K-of-N.json`` (``evaluate`` merges the parts). A rerun skips the work only
-    when the files were made by this checkpoint (by content hash) with the same options (the
+    when the files were made by these checkpoints (by content hash) with the same options (the
     manifest in ``out``); otherwise, or with ``overwrite``, it redoes them.
     """
     from medchallenge.core.manifest import PredictionManifest
 
-    checkpoint = resolve_checkpoint(checkpoint)  # a run folder means its best.pt
-    if not checkpoint.is_file():
-        raise DataError(checkpoint, "checkpoint not found")
+    members = expand_checkpoints([checkpoints] if isinstance(checkpoints, (str, Path)) else checkpoints)
+    for member in members:
+        if not member.is_file():
+            raise DataError(member, "checkpoint not found")
     targets = output_files(out, output_format, part)
     files = select_part(image_files(data, ids), part)
     # what changes the files' content; --part is in their names, --batch-size/--device change nothing
     options = {"threshold": threshold, "overlap": overlap, "format": output_format, "spacing_um": spacing_um,
-               "images": [f.name for f in files]}
-    manifest = PredictionManifest(out, checkpoint, options)
+               "images": [f.name for f in files], "tta": tta}
+    manifest = PredictionManifest(out, members, options)
     paths = list(targets.values())
     if not manifest.pending([p.name for p in paths], [p.exists() for p in paths], overwrite):
         console.log(f"{', '.join(str(p) for p in paths)} already written by this checkpoint with these options:"
                     " skipped (--overwrite redoes)")
         return targets
     dev = resolve_device(device)
-    model, state = load_model(checkpoint, MODELS, challenge="midog", models=["retinanet"], map_location=dev)
-    meta = state["meta"]
-    cut = _threshold(threshold, meta)
+    models = load_models(members, MODELS, challenge="midog", models=["retinanet"], map_location=dev,
+                         same_meta=("mitosis_label",))
+    cut = ensemble_threshold(threshold, [payload["meta"] for _, payload in models], members)
     results: dict[str, dict[str, Any]] = {fmt: {} for fmt in targets}
     for path in console.track(files, "predict", total=len(files)):
         with open_slide(path) as reader:
-            points, scores = detect_image(model, reader, int(meta["patch_size"]), dev, batch_size,
-                                          meta["overlap"] if overlap is None else overlap, amp_dtype(dev))
+            points, scores = detect_ensemble(models, reader, dev, batch_size, overlap, tta)
         if "points" in results:
             keep = scores >= cut
             results["points"][path.name] = [
@@ -113,22 +120,36 @@ def predict_detections(checkpoint: Path, data: Path, out: Path, ids: list[int] |
     return targets
 
 
+def detect_ensemble(models: list[tuple[Any, dict[str, Any]]], reader: Any, device: Any, batch_size: int,
+                    overlap: float | None, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(points D×2 px, scores D) of one image: each model with its own patch size and overlap (unless
+    ``overlap``), with ``tta`` its 8 views merged; several models merged by distance (score = sum / n)."""
+    sets = []
+    for model, payload in models:
+        meta = payload["meta"]
+        sets.append(detect_image(model, reader, int(meta["patch_size"]), device, batch_size,
+                                 meta["overlap"] if overlap is None else overlap, amp_dtype(device),
+                                 label=int(meta.get("mitosis_label", 1)), tta=tta))
+    return sets[0] if len(sets) == 1 else merge_detections(sets)
+
+
+def ensemble_threshold(value: str, metas: list[dict[str, Any]], members: list[Path]) -> float:
+    """The score cut: a number as given, or ``auto``: each member's stored threshold (their mean for an ensemble)."""
+    cuts = [resolve_threshold(value, meta, member) for meta, member in zip(metas, members)]
+    if isinstance(cuts[0], list):
+        raise OptionError(f"--threshold {value}: expected auto or one number")
+    cut = float(np.mean([float(c) for c in cuts]))
+    if str(value).strip().lower() == "auto":
+        how = "best F1 on the validation images" if len(cuts) == 1 else f"the mean of the {len(cuts)} members' tuned ones"
+        console.log(f"--threshold auto: {cut:.3f} ({how})")
+    return cut
+
+
 def _spacing(path: Path, spacing_um: float | None) -> tuple[float, float]:
     spacing, source = image_spacing_mm(path, DEFAULT_SPACING_UM if spacing_um is None else spacing_um)
     if source != "TIFF resolution":
         console.log(f"{path.name}: no resolution in the TIFF, millimetres from {source}")
     return spacing
-
-
-def _threshold(threshold: str, meta: dict[str, Any]) -> float:
-    if threshold == "auto":
-        cut = float(meta["threshold"])
-        console.log(f"--threshold auto: {cut:.3f} (best F1 on the validation images)")
-        return cut
-    try:
-        return float(threshold)
-    except ValueError as err:
-        raise OptionError(f"--threshold {threshold}: expected a number or auto") from err
 
 
 def prediction_files(path: Path) -> list[Path]:

@@ -30,7 +30,7 @@ from medchallenge.core.cache import CacheDir
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import OptionError
 from medchallenge.core.wsi import SlideReader, open_slide
-from medchallenge.midog.data import MidogImage, annotated_images, load_midog_json, split_images
+from medchallenge.midog.data import MidogImage, annotated_images, load_midog_json, val_ids_split
 from medchallenge.midog.inference import detect_image
 from medchallenge.midog.metrics import Counts, best_threshold, match_image
 from medchallenge.midog.models import MODELS, freeze_backbone, load_coco_backbone
@@ -170,7 +170,14 @@ class MidogTrainer(Trainer):
         annotations = options.annotations or options.images / "MIDOG.json"
         images = annotated_images(load_midog_json(annotations), options.images)
         self._threshold = 0.5
-        self.train_images, self.val_images = split_images(images, options.val_fraction, config.seed, options.val_ids)
+        if options.val_ids is not None:
+            if config.n_folds is not None:
+                raise OptionError("--val-ids and --n-folds: give one way to choose the validation images")
+            self.train_images, self.val_images = val_ids_split(images, options.val_ids)
+        else:  # grouped by image, stratified by scanner; fold --fold of --n-folds, else --val-fraction
+            train, val = self.split_items([img.image_id for img in images], [img.scanner for img in images],
+                                          options.val_fraction)
+            self.train_images, self.val_images = [images[i] for i in train], [images[i] for i in val]
         console.log(f"{len(self.train_images)} training / {len(self.val_images)} validation image(s);"
                     f" validation ids {[i.image_id for i in self.val_images]}")
 
@@ -217,6 +224,19 @@ class MidogTrainer(Trainer):
                                               self.config.batch_size, self.options.overlap, self.amp_dtype)
             out.append((img.mitoses, points, scores))
         return out
+
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """One row per validation image with best.pt's weights: TP/FP/FN at its tuned threshold (what
+        ``cv_score`` pools), the numbers of mitoses and of detections, the threshold and the scanner."""
+        from medchallenge.core.checkpoint import load_checkpoint
+
+        threshold = float(load_checkpoint(self.run_dir / "best.pt")["meta"]["threshold"])
+        rows = []
+        for truth, points, scores in self.validation_step(model, list(range(len(self.val_images)))):
+            kept = points[scores >= threshold]
+            rows.append(match_image(truth, kept).as_dict() | {"n_truth": len(truth), "n_detections": len(kept)})
+        return [{"id": str(img.image_id), **{k: row[k] for k in ("tp", "fp", "fn", "n_truth", "n_detections")},
+                 "threshold": threshold, "scanner": img.scanner} for img, row in zip(self.val_images, rows)]
 
     def preview_images(self, model: nn.Module) -> dict[str, Any]:
         """Up to 3 validation patches around a mitosis: truth rings (green) and detections at the tuned
