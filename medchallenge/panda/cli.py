@@ -1,7 +1,6 @@
 """``medchallenge panda``: sample, tile, train, predict, evaluate for PANDA ISUP grading."""
 
 import enum
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -143,7 +142,7 @@ CacheOpt = Annotated[Path, typer.Option("--cache", help="Tile cache written by `
 @engine_flags(epochs=20, batch_size=2, lr=3e-4, warmup_epochs=1.0, workers=2)
 def train(
     cache: CacheOpt = Path("tiles"),
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>-<time>).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/<model>[-fold<K>]-<time>-...).")] = None,
     model: Annotated[Model, typer.Option("--model", rich_help_panel=MODEL,
                                          help="unet (tile segmentation, best by Dice) or a classifier backbone"
                                               " (ISUP grade, best by QWK).")] = Model.efficientnet_b0,
@@ -161,8 +160,7 @@ def train(
     width: Annotated[int, typer.Option("--width", min=1, rich_help_panel=MODEL, help="U-Net channels at full resolution.")] = 32,
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", rich_help_panel=MODEL, help="Recompute block activations in backward (less GPU memory).")] = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=DATA, help="Share of slides for validation.")] = 0.2,
-    n_folds: Annotated[Optional[int], typer.Option("--n-folds", rich_help_panel=DATA, help="Use fold --fold of a stratified k-fold split.")] = None,
-    fold: Annotated[int, typer.Option("--fold", rich_help_panel=DATA, help="Validation fold (0-based) with --n-folds.")] = 0,
+    groups: Annotated[Optional[Path], typer.Option("--groups", rich_help_panel=DATA, help="CSV image_id,group: slides of a group (duplicates, serial sections) stay on one side of every split.")] = None,
     pretrained: opt.PretrainedOpt = True,
     weights: opt.WeightsOpt = None,
     *,
@@ -178,12 +176,11 @@ def train(
 
       medchallenge panda train --masks truth --label-scheme provider --batch-size 4 --channels-last
     """
-    out = out or Path("runs") / f"{model.value}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = out or engine.run_dir(model.value)
     if model is Model.unet:
         _train_unet(cache, out, engine, masks=masks, mask_model=mask_model, provider=provider.value,
                     scheme=(label_scheme or Scheme.unified).value, loss=(loss or Loss.dice_ce).value,
-                    batching=batching.value, depth=depth, width=width, val_fraction=val_fraction, n_folds=n_folds,
-                    fold=fold)
+                    batching=batching.value, depth=depth, width=width, val_fraction=val_fraction, groups=groups)
         return
     from medchallenge.core.errors import OptionError
     from medchallenge.panda.train import PandaOptions, PandaTrainer
@@ -192,8 +189,8 @@ def train(
         raise OptionError("--loss is the U-Net's loss (--model unet); the classifier's loss follows --label-encoding")
     masks = _mask_source(cache, out, masks, mask_model, engine.device)
     options = PandaOptions(cache=cache, arch=model.value, encoding=label_encoding.value, layout=layout.value,
-                           pretrained=pretrained, weights=weights, val_fraction=val_fraction, n_folds=n_folds,
-                           fold=fold, masks=masks, label_scheme=label_scheme.value if label_scheme else None,
+                           pretrained=pretrained, weights=weights, val_fraction=val_fraction, groups=groups,
+                           masks=masks, label_scheme=label_scheme.value if label_scheme else None,
                            grad_checkpoint=grad_checkpoint)
     PandaTrainer(engine.config(out), options).fit()
 
@@ -227,12 +224,13 @@ def _mask_source(cache: Path, out: Path, masks: Optional[str], mask_model: Optio
 @opt.report_errors
 @deprecated_aliases({"--tiles": "cache"})
 def predict(
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A best.pt or last.pt (or run folder) written by `train`.")] = None,
+    checkpoint: opt.CheckpointsOpt = None,  # type: ignore[assignment]  # not needed with --merge-parts
     data: DataOpt = Path("."),
     cache: Annotated[Optional[Path], typer.Option("--cache", rich_help_panel=DATA, help="Use a tile cache instead of tiling raw slides.")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder: OUT/submission.csv for a classifier (OUT/submission.part-K-of-N.csv with --part), the mask folder for a U-Net.")] = Path("predictions"),
     mask_model: MaskModelOpt = None,
-    tta: Annotated[bool, typer.Option("--tta", help="Average mode-0 and mode-2 tilings.")] = False,
+    tta: opt.TtaOpt = False,  # classifier: mode-0 + mode-2 tilings × the 8 dihedral views of each tile (16×); U-Net: flips (4×)
+    threshold: opt.ThresholdOpt = "auto",
     n_overlays: Annotated[int, typer.Option("--n-overlays", min=0, help="U-Net: overlay PNGs to draw.")] = 4,
     part: opt.PartOpt = None,
     overwrite: opt.OverwriteOpt = False,
@@ -244,13 +242,20 @@ def predict(
 ) -> None:
     """Write OUT/submission.csv (image_id,isup_grade) for every test.csv slide — or, given a U-Net, mask tiles + overlays.
 
+    Several --checkpoint (or a cv folder) form an ensemble: the classifiers' ordinal scores (the
+    U-Nets' softmax) are averaged. --threshold auto grades the ordinal score with the cut-offs tuned
+    on validation (stored in the checkpoint; the mean of the members' for an ensemble); 5
+    comma-separated cut-offs override them, 0.5,1.5,2.5,3.5,4.5 rounds the score.
+
     Examples:
 
-      medchallenge panda predict --checkpoint runs/efficientnet-b0-*/best.pt --data . --out predictions --tta
+      medchallenge panda predict --checkpoint runs/latest --data . --out predictions --tta
+
+      medchallenge panda predict --checkpoint cv --data .    (the fold models of `panda cv --out cv`)
 
       medchallenge panda predict --checkpoint runs/unet/best.pt --cache tiles --out pred_masks
 
-      medchallenge panda predict --checkpoint runs/masked/best.pt --mask-model runs/unet/best.pt --data .
+      medchallenge panda predict --checkpoint runs/masked --mask-model runs/unet --data .
 
       medchallenge panda predict --checkpoint best.pt --part 2/4   (then: panda predict --merge-parts)
     """
@@ -261,27 +266,65 @@ def predict(
 
         merge(out, overwrite=overwrite)
         return
-    if checkpoint is None:
+    if not checkpoint:
         raise OptionError("--checkpoint is required (only --merge-parts runs without one)")
-    from medchallenge.core.checkpoint import load_checkpoint
+    from medchallenge.core.checkpoint import expand_checkpoints, load_checkpoint
 
-    if load_checkpoint(checkpoint, challenge="panda", models=["classifier", "unet"])["model"]["name"] == "unet":
+    checkpoints = expand_checkpoints(checkpoint)
+    if load_checkpoint(checkpoints[0], challenge="panda", models=["classifier", "unet"])["model"]["name"] == "unet":
         from medchallenge.panda.segpredict import predict_masks
 
         if out.suffix == ".csv":
             raise OptionError(f"--out {out}: a U-Net writes a folder of mask tiles, not a CSV")
-        if tta or mask_model:
-            raise OptionError("--tta and --mask-model are for classifier checkpoints")
-        predict_masks(checkpoint, out, tiles=cache, data=None if cache else data, n_overlays=n_overlays,
-                      device=device, batch_size=batch_size, workers=workers, part=part, overwrite=overwrite)
+        if mask_model or threshold.strip().lower() != "auto":
+            raise OptionError("--mask-model and --threshold are for classifier checkpoints")
+        predict_masks(checkpoints, out, tiles=cache, data=None if cache else data, n_overlays=n_overlays,
+                      device=device, batch_size=batch_size, workers=workers, part=part, overwrite=overwrite,
+                      tta=tta)
         return
     from medchallenge.panda.submission import predict_submission
 
     if out.suffix == ".csv":
         raise OptionError(f"--out {out}: --out is a folder (predict writes OUT/submission.csv), e.g. --out {out.parent}")
-    predict_submission(checkpoint, out, data=data, tiles=cache, tta=tta, device=device, batch_size=batch_size,
-                       workers=workers, skip_missing=skip_missing, mask_models=mask_model, part=part,
-                       overwrite=overwrite)
+    predict_submission(checkpoints, out, data=data, tiles=cache, tta=tta, threshold=threshold, device=device,
+                       batch_size=batch_size, workers=workers, skip_missing=skip_missing, mask_models=mask_model,
+                       part=part, overwrite=overwrite)
+
+
+@app.command()
+@opt.report_errors
+def cv(runs: Annotated[list[Path], typer.Argument(help="Run folders of the folds (or a folder holding them).")],
+       out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and cases.csv.")] = Path("cv"),
+       as_json: opt.JsonOpt = False) -> None:
+    """Pool the out-of-fold predictions of the fold runs and score them with QWK (as the organisers compute it).
+
+    Example: medchallenge panda cv runs/efficientnet-b0-fold* --out cv
+    """
+    from medchallenge.core.cv import run_cv
+    from medchallenge.panda.metrics import cv_score
+
+    run_cv(runs, "panda", cv_score, out, as_json)
+
+
+Rule = choices("Rule", "pnd", "fixed")
+
+
+@app.command()
+@opt.report_errors
+def clean(
+    oof: Annotated[Path, typer.Option("--oof", help="A `panda cv` folder (its cases.csv) or an oof.csv.")],
+    rule: Annotated[Rule, typer.Option("--rule", help="pnd: per-provider thresholds by ISUP grade (1st place); fixed: --max-diff for all.")] = Rule.pnd,
+    max_diff: Annotated[Optional[float], typer.Option("--max-diff", min=0, help="--rule fixed: drop when |isup - oof| exceeds it (1st place: 1.6).")] = None,
+    data: DataOpt = Path("."),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the cleaned train.csv and dropped.csv.")] = Path("clean"),
+) -> None:
+    """Drop the slides whose ISUP label the out-of-fold score contradicts: OUT/train.csv (cleaned) and OUT/dropped.csv.
+
+    Example: medchallenge panda clean --oof cv --rule pnd --out clean
+    """
+    from medchallenge.panda.clean import clean_labels
+
+    clean_labels(oof, data, out, rule=rule.value, max_diff=max_diff)
 
 
 @app.command()

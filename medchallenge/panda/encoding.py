@@ -81,3 +81,24 @@ def decode(encoding: str, probs: torch.Tensor) -> torch.Tensor:
         votes = F.one_hot(probs.argmax(dim=-1), N_GRADES).sum(dim=1)  # B×6 counts
         return votes.argmax(dim=1).long()  # argmax takes the first (lowest) grade on ties
     raise OptionError(f"unknown label encoding {encoding}")
+
+
+def slide_score(encoding: str, probs: torch.Tensor) -> torch.Tensor:
+    """Scores from :func:`scores` → the continuous ISUP score (B,) float that cut-offs grade and OOF rows keep.
+
+    ``ordinal``: the sum of the 5 sigmoids (0–5; rounding it is the baseline's grade); ``class``:
+    the expected grade Σ k·p_k; ``onehot`` and ``tile-vote``: the decoded grade itself.
+    """
+    if encoding == "ordinal":
+        return probs.sum(dim=1).float()
+    if encoding == "class":
+        return (probs * torch.arange(N_GRADES, device=probs.device, dtype=probs.dtype)).sum(dim=1).float()
+    return decode(encoding, probs).float()
+
+
+def grade_with_cutoffs(encoding: str, probs: torch.Tensor, cutoffs: list[float] | None) -> torch.Tensor:
+    """Grades (B,) int64: the ordinal score through ``cutoffs`` (5 ascending), else :func:`decode`."""
+    if encoding != "ordinal" or cutoffs is None:
+        return decode(encoding, probs)
+    edges = torch.as_tensor(cutoffs, dtype=torch.float64, device=probs.device)
+    return (slide_score(encoding, probs).double()[:, None] >= edges[None, :]).sum(dim=1).long()

@@ -97,7 +97,7 @@ def save_overlay(path: Path, tiles: np.ndarray, pred: np.ndarray, truth: np.ndar
         save_image_grid(images, titles, tmp, cols=2)
 
 
-def open_mask_folder(out: Path, settings: dict[str, Any], providers: Iterable[str], checkpoint: Path,
+def open_mask_folder(out: Path, settings: dict[str, Any], providers: Iterable[str], checkpoints: list[Path],
                      overwrite: bool = False) -> None:
     """Create or extend the mask folder ``out`` for masks made with ``settings`` (scheme and tiling).
 
@@ -117,7 +117,8 @@ def open_mask_folder(out: Path, settings: dict[str, Any], providers: Iterable[st
             stale.unlink()
     (out / "masks").mkdir(parents=True, exist_ok=True)
     write_json(meta_file, {**settings, "providers": sorted(set(old.get("providers", [])) | set(providers)),
-                           "checkpoints": sorted(set(old.get("checkpoints", [])) | {str(Path(checkpoint).resolve())})})
+                           "checkpoints": sorted(set(old.get("checkpoints", []))
+                                                 | {str(Path(c).resolve()) for c in checkpoints})})
 
 
 def write_mask_index(out: Path, frame: pd.DataFrame) -> None:

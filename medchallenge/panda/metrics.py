@@ -26,6 +26,25 @@ def qwk(truth: np.ndarray | list[int], pred: np.ndarray | list[int]) -> float:
     return quadratic_weighted_kappa(truth, pred, N_GRADES)
 
 
+def cv_score(oof: pd.DataFrame) -> dict[str, float]:
+    """The pooled out-of-fold score of ``panda cv``: QWK of the graded OOF rows, as the organisers compute it.
+
+    ``oof`` rows (a fold run's oof.csv): ``isup`` (truth), ``pred`` (the grade with the fold's
+    tuned cut-offs, what ``predict --threshold auto`` submits), ``pred_fixed`` (the rounded score)
+    and ``provider``. First key ``qwk`` (scikit-learn's quadratic kappa over labels 0–5 on the
+    pooled grades); then the fixed-cut-off QWK, accuracy and QWK per provider.
+    """
+    truth = oof["isup"].astype(int).to_numpy()
+    out = {"qwk": qwk(truth, oof["pred"].astype(int).to_numpy())}
+    if "pred_fixed" in oof:
+        out["qwk_fixed_cutoffs"] = qwk(truth, oof["pred_fixed"].astype(int).to_numpy())
+    out["accuracy"] = float(np.mean(truth == oof["pred"].astype(int).to_numpy())) if len(truth) else float("nan")
+    if "provider" in oof:
+        for provider, rows in oof.groupby("provider"):
+            out[f"qwk_{provider}"] = qwk(rows["isup"].astype(int).to_numpy(), rows["pred"].astype(int).to_numpy())
+    return out
+
+
 def _grades(frame: pd.DataFrame, column: str, path: Path) -> np.ndarray:
     """The ``column`` as integers 0–5; anything else (text, 2.5, 7, empty) names its row."""
     values = pd.to_numeric(frame[column], errors="coerce")

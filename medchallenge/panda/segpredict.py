@@ -16,13 +16,12 @@ import torch
 from torch import nn
 
 from medchallenge.core import console
-from medchallenge.core.checkpoint import load_model
+from medchallenge.core.checkpoint import expand_checkpoints, load_model, load_models
 from medchallenge.core.device import amp_dtype
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.inference import segment_batches
 from medchallenge.core.manifest import PredictionManifest
 from medchallenge.core.parts import select_part
-from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.panda.labels import channel_lut, to_scheme
 from medchallenge.panda.masks import open_mask_folder, save_masks, save_overlay, write_mask_index
 from medchallenge.panda.models import MODELS
@@ -41,10 +40,25 @@ def load_unet(path: Path, device: torch.device) -> tuple[nn.Module, dict[str, An
     return model, state["meta"]
 
 
-def segment_tiles(model: nn.Module, tiles: np.ndarray, device: torch.device, dtype: torch.dtype | None,
-                  chunk: int = TILE_CHUNK) -> np.ndarray:
-    """uint8 tiles M×3×T×T → labels M×T×T uint8 (argmax), ``chunk`` tiles at a time."""
-    return segment_batches(model, tiles, device, batch_size=chunk, dtype=dtype)
+def segment_tiles(model: nn.Module | list[nn.Module], tiles: np.ndarray, device: torch.device,
+                  dtype: torch.dtype | None, chunk: int = TILE_CHUNK, flips: bool = False) -> np.ndarray:
+    """uint8 tiles M×3×T×T → labels M×T×T uint8 (argmax), ``chunk`` tiles at a time.
+
+    Several models (an ensemble) average their softmax; ``flips`` also averages the three mirrored
+    views (``core.inference.segment_batches``).
+    """
+    return segment_batches(model, tiles, device, batch_size=chunk, dtype=dtype, flips=flips)
+
+
+def load_unets(paths: list[Path], device: torch.device) -> tuple[list[nn.Module], dict[str, Any]]:
+    """U-Nets of one ensemble on ``device`` (eval mode) and the first one's meta; the members must share
+    the label scheme, providers and tiling."""
+    loaded = load_models(paths, MODELS, challenge="panda", models=["unet"], map_location=device,
+                         same_meta=("segmentation", "tiling"))
+    meta = loaded[0][1]["meta"]
+    if not meta.get("segmentation"):
+        raise DataError(paths[0], "U-Net checkpoint without its label scheme (meta.segmentation)")
+    return [model.eval() for model, _ in loaded], meta
 
 
 class MaskModels:
@@ -101,11 +115,12 @@ def _slides_to_segment(cache: TileCache | None, data: Path | None, unet_meta: di
     return frame[frame["data_provider"].isin(providers)].reset_index(drop=True), tiling
 
 
-def predict_masks(checkpoint: Path, out: Path, tiles: Path | None = None, data: Path | None = None,
+def predict_masks(checkpoint: Path | list[Path], out: Path, tiles: Path | None = None, data: Path | None = None,
                   n_overlays: int = 4, device: str = "auto", batch_size: int = 2, workers: int = 0,
-                  part: str | None = None, overwrite: bool = False) -> Path:
+                  part: str | None = None, overwrite: bool = False, tta: bool = False) -> Path:
     """Segment every slide of the U-Net's providers into the mask folder ``out``.
 
+    Several checkpoints form an ensemble (softmax averaged); ``tta`` adds the mirrored views.
     Slides come from a tile cache (``tiles``; truth masks, when there, go beside the overlay) or
     are tiled on the fly from ``data/test.csv`` with the U-Net's tiling. ``part`` (K/N) takes
     every N-th slide; reruns skip slides this checkpoint made with the same tiling (``OUT/.manifest``)
@@ -118,17 +133,18 @@ def predict_masks(checkpoint: Path, out: Path, tiles: Path | None = None, data: 
     from medchallenge.core.device import resolve_device
 
     dev = resolve_device(device)
-    model, unet_meta = load_unet(checkpoint, dev)
+    checkpoints = expand_checkpoints([checkpoint] if isinstance(checkpoint, (str, Path)) else checkpoint)
+    model, unet_meta = load_unets(checkpoints, dev)
     seg = unet_meta["segmentation"]
     cache = TileCache(tiles) if tiles is not None else None
     frame, tiling = _slides_to_segment(cache, data, unet_meta)
     settings = {"scheme": seg["scheme"], "tile_size": int(tiling["tile_size"]), "n_tiles": int(tiling["n_tiles"]),
                 "level": int(tiling["level"])}
-    open_mask_folder(out, settings, seg["providers"], checkpoint, overwrite)
+    open_mask_folder(out, settings, seg["providers"], checkpoints, overwrite)
     mine = select_part(list(range(len(frame))), part)
-    manifest = PredictionManifest(out, resolve_checkpoint(checkpoint), {
+    manifest = PredictionManifest(out, checkpoints, {
         "tiling": {k: int(tiling[k]) for k in ("level", "tile_size", "n_tiles", "mode")},
-        "source": "cache" if cache is not None else "slides"})
+        "source": "cache" if cache is not None else "slides", "tta": tta})
     names = [frame["image_id"].iloc[i] for i in mine]
     pending = manifest.pending(names, [(out / "masks" / f"{n}.npz").is_file() for n in names], overwrite)
     todo = [mine[k] for k in pending]
@@ -137,15 +153,15 @@ def predict_masks(checkpoint: Path, out: Path, tiles: Path | None = None, data: 
     dataset = SlideTileDataset([frame["image_id"].iloc[i] for i in todo], tiling, [int(tiling.get("mode", 0))],
                                data=None if data is None else Path(data), cache=cache)
     overlays = _segment_dataset(model, dataset, frame.iloc[todo].reset_index(drop=True), out, cache, dev,
-                                seg["scheme"], n_overlays, batch_size, workers, manifest)
+                                seg["scheme"], n_overlays, batch_size, workers, manifest, tta)
     write_mask_index(out, frame)
     console.log(f"wrote mask tiles of {len(todo)} slide(s) and {overlays} overlay(s) to {out}")
     return out
 
 
-def _segment_dataset(model: nn.Module, dataset: SlideTileDataset, frame: pd.DataFrame, out: Path,
+def _segment_dataset(model: list[nn.Module], dataset: SlideTileDataset, frame: pd.DataFrame, out: Path,
                      cache: TileCache | None, dev: torch.device, scheme: str, n_overlays: int,
-                     batch_size: int, workers: int, manifest: PredictionManifest) -> int:
+                     batch_size: int, workers: int, manifest: PredictionManifest, tta: bool) -> int:
     """Segment each slide of ``dataset`` (row k of ``frame``) into ``out``; returns the overlays drawn."""
     from torch.utils.data import DataLoader
 
@@ -155,7 +171,7 @@ def _segment_dataset(model: nn.Module, dataset: SlideTileDataset, frame: pd.Data
     for views, index, _ in console.track(loader, "segment", total=len(loader)):
         b, _, n = views.shape[:3]
         stack = views[:, 0].reshape(b * n, *views.shape[3:]).numpy()
-        labels = segment_tiles(model, stack, dev, dtype).reshape(b, n, *views.shape[-2:])
+        labels = segment_tiles(model, stack, dev, dtype, flips=tta).reshape(b, n, *views.shape[-2:])
         for j, k in enumerate(index.tolist()):
             image_id, provider = dataset.ids[k], frame["data_provider"].iloc[k]
             save_masks(out, image_id, labels[j])

@@ -55,8 +55,7 @@ class SegOptions:
     depth: int = 3
     width: int = 32
     val_fraction: float = 0.2
-    n_folds: int | None = None
-    fold: int = 0
+    groups: Path | None = None
 
 
 class _MappedSlides:
@@ -182,7 +181,7 @@ class PandaSegTrainer(Trainer):
             raise DataError(options.cache, f"only {len(usable)} {'/'.join(self.providers)} slide(s) with mask and"
                                            " tissue tiles: nothing to train a U-Net on")
         self.num_classes = n_classes(options.scheme, self.providers[0])
-        train_idx, val_idx = split_slides(usable, options.val_fraction, options.n_folds, options.fold, config.seed)
+        train_idx, val_idx = split_slides(self, usable, options.val_fraction, options.groups)
         self.train_frame = usable.iloc[train_idx].reset_index(drop=True)
         self.val_frame = usable.iloc[val_idx].reset_index(drop=True)
         self._train = SegTileDataset(self.cache, self.train_frame, options.scheme,

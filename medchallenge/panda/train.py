@@ -21,9 +21,11 @@ from torch.utils.data import Dataset
 from medchallenge.core import console
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
-from medchallenge.core.splits import kfold_split, stratified_split
+from medchallenge.core.io import read_csv
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.augment import augment_stack
+from medchallenge.panda.cutoffs import FIXED, apply_cutoffs, tune_cutoffs
+from medchallenge.panda.data import check_image_ids
 from medchallenge.panda.labels import SCHEMES, mask_channel, to_scheme
 from medchallenge.panda.masks import MaskFolder, tile_mosaic
 from medchallenge.panda.metrics import qwk
@@ -107,17 +109,36 @@ class SlideMasks:
         return {"scheme": self.scheme, "source": self.source if self.folder is None else str(self.folder.path)}
 
 
-def split_slides(frame: pd.DataFrame, val_fraction: float, n_folds: int | None, fold: int,
-                 seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (train, validation) of ``frame``, stratified by ISUP grade (by provider when no grade)."""
+def read_groups(path: Path) -> dict[str, str]:
+    """``--groups FILE``: image_id → group (duplicate slides, serial sections of one patient).
+
+    Raises:
+        DataError: a missing file or column, a bad or duplicate image_id, an empty group.
+    """
+    frame = read_csv(path, required=["image_id", "group"], dtype={"image_id": str, "group": str})
+    check_image_ids(frame, path)
+    empty = frame["group"].isna().to_numpy()
+    if empty.any():
+        raise DataError(path, f"row {int(np.flatnonzero(empty)[0]) + 2}: empty group")
+    return dict(zip(frame["image_id"], frame["group"]))
+
+
+def split_slides(trainer: Trainer, frame: pd.DataFrame, val_fraction: float,
+                 groups: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, validation) of ``frame`` through the engine's split (``--n-folds/--fold``, ``--seed``).
+
+    Stratified by ISUP grade (by provider when a grade is unknown); grouped by slide, or by the
+    ``--groups`` file's group (a slide it does not list is its own group), so slides of a group
+    never straddle training and validation in any fold.
+    """
     grades = pd.to_numeric(frame["isup_grade"], errors="coerce") if "isup_grade" in frame else None
     if grades is None or grades.isna().any():
-        strata = frame["data_provider"].astype("category").cat.codes.to_numpy()
+        strata = frame["data_provider"].astype(str).tolist()
     else:
-        strata = grades.astype(int).to_numpy()
-    if n_folds:
-        return kfold_split(strata, n_folds, fold, seed)
-    return stratified_split(strata, val_fraction, seed)
+        strata = grades.astype(int).tolist()
+    by_group = read_groups(groups) if groups is not None else {}
+    names = [by_group.get(i, i) for i in frame["image_id"]]
+    return trainer.split_items(names, strata, val_fraction)
 
 
 @dataclass
@@ -131,11 +152,17 @@ class PandaOptions:
     pretrained: bool = True
     weights: Path | None = None
     val_fraction: float = 0.2
-    n_folds: int | None = None
-    fold: int = 0
+    groups: Path | None = None
     masks: str | None = None
     label_scheme: str | None = None
     grad_checkpoint: bool = False
+
+
+def _cutoffs_of(row: dict[str, Any] | None) -> list[float] | None:
+    """The tuned cut-offs of a validation row (None before any validation)."""
+    if not row or "cutoff_1" not in row:
+        return None
+    return [float(row[f"cutoff_{k + 1}"]) for k in range(len(FIXED))]
 
 
 class PandaTrainer(Trainer):
@@ -165,7 +192,7 @@ class PandaTrainer(Trainer):
             labelled = labelled[~without].reset_index(drop=True)
             if len(labelled) < 2:
                 raise DataError(options.cache, f"only {len(labelled)} slide(s) with both a grade and a mask")
-        train_idx, val_idx = split_slides(labelled, options.val_fraction, options.n_folds, options.fold, config.seed)
+        train_idx, val_idx = split_slides(self, labelled, options.val_fraction, options.groups)
         self.train_frame = labelled.iloc[train_idx].reset_index(drop=True)
         self.val_frame = labelled.iloc[val_idx].reset_index(drop=True)
         enc.check_encoding(options.encoding)
@@ -205,29 +232,64 @@ class PandaTrainer(Trainer):
             "input": "uint8 tiles N×C×T×T; model computes 1 - x/255 (RGB), x/255 (mask channel)",
             "mask": None if self.masks is None else self.masks.describe(),
             "val_ids": self.val_frame["image_id"].tolist(),
+            # the ordinal cut-offs tuned on validation (predict --threshold auto); None: rounding
+            "threshold": _cutoffs_of(row) if self.options.encoding == "ordinal" else None,
         }
 
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         tiles, grades = batch
         return enc.loss(self.options.encoding, model(tiles), grades)
 
-    def validate(self, model: nn.Module) -> dict[str, float]:
-        loader = self.loaders.eval(self._dataset(self.val_frame, augment=False), self.config.batch_size)
-        losses, preds, truths = [], [], []
+    def _predict(self, model: nn.Module, frame: pd.DataFrame) -> tuple[torch.Tensor, np.ndarray, float]:
+        """(averaged-able scores of ``frame``'s slides (B×K on the CPU), their grades, the summed loss)."""
+        loader = self.loaders.eval(self._dataset(frame, augment=False), self.config.batch_size)
+        loss, probs, truths = 0.0, [], []
         for tiles, grades in console.track(loader, "validation", total=len(loader)):
             tiles, grades = self.to_device((tiles, grades))
             with self.autocast():
                 logits = model(tiles)
-            losses.append(float(enc.loss(self.options.encoding, logits, grades)) * len(grades))
-            preds.append(enc.decode(self.options.encoding, enc.scores(self.options.encoding, logits)).cpu())
+            loss += float(enc.loss(self.options.encoding, logits, grades)) * len(grades)
+            probs.append(enc.scores(self.options.encoding, logits).cpu())
             truths.append(grades.cpu())
-        y_pred = torch.cat(preds).numpy()
-        y_true = torch.cat(truths).numpy()
-        return {
-            "val_loss": sum(losses) / max(1, len(y_true)),
-            "qwk": qwk(y_true, y_pred),
-            "accuracy": float(np.mean(y_pred == y_true)),
-        }
+        return torch.cat(probs), torch.cat(truths).numpy(), loss
+
+    def validate(self, model: nn.Module) -> dict[str, float]:
+        """QWK with the ordinal cut-offs tuned on these slides (``qwk``, picks best.pt), next to the fixed
+        cut-offs' (``qwk_fixed``); the cut-offs (``cutoff_1..5``) go into the checkpoint."""
+        encoding = self.options.encoding
+        probs, y_true, loss = self._predict(model, self.val_frame)
+        fixed = enc.grade_with_cutoffs(encoding, probs, list(FIXED)).numpy()
+        row: dict[str, float] = {"val_loss": loss / max(1, len(y_true)), "qwk": qwk(y_true, fixed),
+                                 "qwk_fixed": qwk(y_true, fixed)}
+        y_pred = fixed
+        if encoding == "ordinal":
+            cutoffs, tuned = tune_cutoffs(enc.slide_score(encoding, probs).numpy(), y_true)
+            y_pred = apply_cutoffs(enc.slide_score(encoding, probs).numpy(), cutoffs)
+            row["qwk"] = tuned if np.isfinite(tuned) else row["qwk_fixed"]
+            row.update({f"cutoff_{k + 1}": c for k, c in enumerate(cutoffs)})
+        row["accuracy"] = float(np.mean(y_pred == y_true))
+        return row
+
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """One row per validation slide: id, provider, isup (truth), score (the continuous ISUP score),
+        pred (graded with the tuned cut-offs best.pt stores) and pred_fixed (the fixed cut-offs)."""
+        encoding = self.options.encoding
+        probs, y_true, _ = self._predict(model, self.val_frame)
+        cutoffs = self._best_cutoffs()
+        score = enc.slide_score(encoding, probs).numpy()
+        pred = enc.grade_with_cutoffs(encoding, probs, cutoffs).numpy()
+        fixed = enc.grade_with_cutoffs(encoding, probs, list(FIXED)).numpy()
+        return [{"id": i, "provider": p, "isup": int(t), "score": round(float(s), 6), "pred": int(g),
+                 "pred_fixed": int(f)}
+                for i, p, t, s, g, f in zip(self.val_frame["image_id"], self.val_frame["data_provider"], y_true,
+                                            score, pred, fixed)]
+
+    def _best_cutoffs(self) -> list[float] | None:
+        """The cut-offs best.pt stores (the oof rows are graded as ``predict --threshold auto`` would)."""
+        from medchallenge.core.checkpoint import load_checkpoint
+
+        best = self.run_dir / "best.pt"
+        return load_checkpoint(best, map_location="cpu")["meta"].get("threshold") if best.is_file() else None
 
     def preview_images(self, model: nn.Module) -> dict[str, Any]:
         """The tile mosaics of the first validation slides (H×W×3 uint8), truth and prediction in the tag."""
