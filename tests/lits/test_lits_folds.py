@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from typer.testing import CliRunner
 
 from medchallenge.cli import app
+from medchallenge.core.checkpoint import expand_checkpoints
 from medchallenge.havaei.models import TwoPathCNN
 from tests.lits.conftest import invoke
 from tests.lits.test_lits_scoring import official
@@ -72,6 +73,8 @@ def test_cv_is_the_official_score_of_the_pooled_validation_volumes(fold_runs: li
         assert metrics[key] == pytest.approx(expected[key]), key
     assert set(metrics["per_fold"]) == {"0", "1", "2"}
     assert (tmp_path / "cv" / "metrics.json").is_file() and len(pd.read_csv(tmp_path / "cv" / "cases.csv")) == 4
+    # `predict --checkpoint cv` ensembles the folds' best.pt
+    assert expand_checkpoints([tmp_path / "cv"]) == [run.absolute() / "best.pt" for run in fold_runs]
 
 
 def _copy(run: Path, to: Path, **config: int) -> Path:
