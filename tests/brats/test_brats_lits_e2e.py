@@ -65,8 +65,8 @@ def test_lits_transfer_from_brats(brats: Path, tmp_path: Path) -> None:
     assert set(metrics) >= {"liver_dice_per_case", "liver_dice_global", "tumor_dice_per_case", "tumor_dice_global",
                             "cases"}
     assert metrics["liver_dice_global"] > 0.4, metrics
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(
-        p.name for p in (tmp_path / "answers").iterdir())  # test-segmentation-N.nii, one per test volume
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii*")) == sorted(
+        p.name for p in (tmp_path / "answers").iterdir())  # test-segmentation-N.nii, one per test volume (+ manifest)
 
 
 def test_bad_input(brats: Path, tmp_path: Path) -> None:
