@@ -94,11 +94,12 @@ def tile(
 @engine_flags(epochs=1, batch_size=4, lr=0.002, scheduler=Scheduler.none, workers=2)
 def train(
     cache: CacheOpt = Path("slices"),
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/unet-<time>-<id>).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Run folder (default runs/unet[-fold<K>]-<time>-<id>).")] = None,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of cases for validation.",
                                                 rich_help_panel=DATA)] = 0.2,
-    patch_size: Annotated[int, typer.Option("--patch-size", help="Training crop (px); multiple of 2**depth.",
-                                            rich_help_panel=DATA)] = 512,
+    patch_size: Annotated[Optional[int], typer.Option(
+        "--patch-size", rich_help_panel=DATA, show_default=False,
+        help="Training crop (px), a multiple of 2**depth [default: 512, or the cached slices' size when smaller].")] = None,
     oversample: Annotated[float, typer.Option("--oversample", min=0.0, max=1.0, rich_help_panel=DATA,
                                               help="Share of slices drawn from kidney/tumour slices.")] = 0.0,
     model: Annotated[Model, typer.Option("--model", help="Architecture.", rich_help_panel=MODEL)] = Model.unet,
@@ -119,10 +120,9 @@ def train(
     if loss is Loss.ce_dice:
         typer.echo("warning: --loss ce-dice is deprecated and will be removed; use --loss dice-ce", err=True)
         loss = Loss.dice_ce
-    from medchallenge.core.runs import default_run_dir
     from medchallenge.kits.train import KitsOptions, KitsTrainer
 
-    out = out or default_run_dir(model.value)
+    out = out or engine.run_dir(model.value)
     options = KitsOptions(cache=cache, depth=depth, width=width, batch_norm=batch_norm, loss=loss.value,
                           oversample=oversample, patch_size=patch_size, val_fraction=val_fraction)
     KitsTrainer(engine.config(out), options).fit()
@@ -131,10 +131,11 @@ def train(
 @app.command()
 @opt.report_errors
 def predict(
-    checkpoint: opt.CheckpointOpt,
+    checkpoint: opt.CheckpointsOpt,
     data: opt.DataOpt = Path("."),
     out: Annotated[Path, typer.Option("--out", help="Folder for prediction_XXXXX.nii.gz.")] = Path("predictions"),
     cases: CasesOpt = None,
+    tta: opt.TtaOpt = False,  # mirroring: each slice as is, flipped left-right, up-down and both (4× the compute)
     batch_size: opt.BatchSizeOpt = 8,
     device: opt.DeviceOpt = "auto",
     part: opt.PartOpt = None,
@@ -142,12 +143,29 @@ def predict(
 ) -> None:
     """Segment whole volumes into prediction_XXXXX.nii.gz (uint8 {0,1,2}, the input's grid).
 
-    Example: medchallenge kits predict --checkpoint runs/latest --data . --out predictions --cases 210-299
+    Several --checkpoint (or a cv folder) average their softmax (an ensemble).
+
+    Example: medchallenge kits predict --checkpoint runs/latest --data . --out predictions --cases 210-299 --tta
     """
     from medchallenge.core.parts import parse_case_range
     from medchallenge.kits.predict import predict_cases
 
-    predict_cases(checkpoint, data, out, parse_case_range(cases), device, batch_size, part, overwrite)
+    predict_cases(checkpoint, data, out, parse_case_range(cases), device, batch_size, part, overwrite, tta=tta)
+
+
+@app.command()
+@opt.report_errors
+def cv(runs: Annotated[list[Path], typer.Argument(help="Run folders of the folds (or runs/<glob>).")],
+       out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and oof.csv.")] = Path("cv"),
+       as_json: opt.JsonOpt = False) -> None:
+    """Pool the out-of-fold predictions of the fold runs and score them with the challenge's metric.
+
+    Example: medchallenge kits cv runs/unet-fold* --out cv
+    """
+    from medchallenge.core.cv import run_cv
+    from medchallenge.kits.metrics import cv_score
+
+    run_cv(runs, "kits", cv_score, out, as_json)
 
 
 @app.command()

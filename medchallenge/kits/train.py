@@ -24,9 +24,8 @@ from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.losses import dice_ce_loss
 from medchallenge.core.names import check_names
-from medchallenge.core.splits import grouped_split
 from medchallenge.kits.data import CASE_PATTERN
-from medchallenge.kits.metrics import score_case, summarise
+from medchallenge.kits.metrics import CaseScore, oof_row, score_case, summarise
 from medchallenge.kits.models import MODELS, unet_spec
 from medchallenge.kits.predict import segment_stack
 from medchallenge.kits.slices import load_meta
@@ -74,6 +73,7 @@ class SliceDataset(Dataset):
 
 LOSSES = ("ce", "dice-ce")
 PREVIEW_CASES = 3  # TensorBoard previews per epoch
+DEFAULT_PATCH = 512  # px: the real slices' size, as in the report
 
 
 @dataclass
@@ -87,7 +87,7 @@ class KitsOptions:
     dropout: float = 0.0
     loss: str = "ce"
     oversample: float = 0.0
-    patch_size: int = 512
+    patch_size: int | None = None  # None: 512 px, or the cached slices' size when smaller
     val_fraction: float = 0.2
     predict_batch: int = 8
 
@@ -104,14 +104,18 @@ class KitsTrainer(Trainer):
         self.options = options
         if options.loss not in LOSSES:
             raise OptionError(f"--loss {options.loss}: expected one of {', '.join(LOSSES)}")
-        if options.patch_size % 2**options.depth:
+        if options.patch_size is not None and options.patch_size % 2**options.depth:
             raise OptionError(f"--patch-size {options.patch_size} must be a multiple of 2**depth = {2**options.depth}")
         self.norm = load_meta(options.cache)
         self.index = self._read_index(Path(options.cache))
+        if options.patch_size is None:
+            options.patch_size = self._default_patch()  # recorded as run in config.json and the checkpoints
         cases = sorted(self.index["case"].unique())
         if len(cases) < 2:
             raise DataError(options.cache, f"{len(cases)} case(s) cached: need at least 2 to split by case")
-        _, val_idx = grouped_split(cases, options.val_fraction, config.seed)
+        # split by case (a case's slices never straddle), stratified by whether the case holds tumour
+        tumour = self.index.groupby("case")["has_tumor"].any()
+        _, val_idx = self.split_items(cases, [bool(tumour[c]) for c in cases], options.val_fraction)
         self.val_cases = [cases[i] for i in val_idx]
         self.train_rows = self.index[~self.index["case"].isin(self.val_cases)].reset_index(drop=True)
         console.log(f"{len(cases) - len(self.val_cases)} training case(s) ({len(self.train_rows)} slices),"
@@ -127,6 +131,18 @@ class KitsTrainer(Trainer):
         # the case column names the cached .npy files: each must be a plain case_XXXXX
         check_names(index["case"], index_file, what="case", pattern=CASE_PATTERN)
         return index
+
+    def _default_patch(self) -> int:
+        """The report's 512 px, or the smallest cached slice side when smaller (a multiple of 2**depth).
+
+        A 512 px patch on 96 px sample slices is >96% padded air: 28× the compute per slice, and
+        tiny runs learn to predict background (issue 14).
+        """
+        multiple = 2**self.options.depth
+        smallest = DEFAULT_PATCH
+        if {"height", "width"} <= set(self.index.columns) and not self.index.empty:
+            smallest = int(self.index[["height", "width"]].min().min())
+        return max(multiple, min(DEFAULT_PATCH, smallest) // multiple * multiple)
 
     def _warn_padding(self) -> None:
         """A patch larger than the slices trains mostly on padded air (the 512 px default on 96 px samples)."""
@@ -169,15 +185,23 @@ class KitsTrainer(Trainer):
 
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Each validation case segmented whole through ``core.inference`` and scored officially."""
+        summary = summarise(self._score_val_cases(model, "validation"))
+        return {k: summary[k] for k in ("kidney_dice", "tumor_dice", "composite_dice", "pixel_accuracy")}
+
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Per validation case: its Dice values and the voxel counts (tp, fp, fn per region) ``cv_score`` pools."""
+        return [oof_row(score) for score in self._score_val_cases(model, "out-of-fold")]
+
+    def _score_val_cases(self, model: nn.Module, description: str) -> list[CaseScore]:
+        """Every validation case segmented whole and scored officially."""
         scores = []
         # a whole validation case can take minutes on a CPU: batch logs say how far it is
-        for case in console.track(self.val_cases, "validation", total=len(self.val_cases)):
+        for case in console.track(self.val_cases, description, total=len(self.val_cases)):
             images, labels = self._val_arrays(case)
             pred = segment_stack(model, images, self.device, self.options.predict_batch, self.norm.background,
                                  self.amp_dtype)
             scores.append(score_case(case, pred, labels))
-        summary = summarise(scores)
-        return {k: summary[k] for k in ("kidney_dice", "tumor_dice", "composite_dice", "pixel_accuracy")}
+        return scores
 
     def _val_arrays(self, case: str) -> tuple[np.ndarray, np.ndarray]:
         """(normalised slices S×H×W float16, memory-mapped; labels S×H×W uint8) of a cached case."""
