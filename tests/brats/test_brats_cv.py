@@ -127,6 +127,11 @@ def test_cv_pools_the_folds_with_the_organisers_score(folds: Path, tmp_path: Pat
     assert {k: report[k] for k in means} == pytest.approx(means)
     assert sorted(report["per_fold"]) == ["0", "1", "2"]
     assert json.loads((tmp_path / "cv" / "metrics.json").read_text())["score"] == pytest.approx(report["score"])
+    # the cv folder as --checkpoint: the ensemble of its folds' best.pt
+    _ok("brats", "predict", "--data", str(folds), "--checkpoint", str(tmp_path / "cv"), "--out", str(tmp_path / "p"),
+        "--device", "cpu")
+    members = json.loads((tmp_path / "p" / "manifest.json").read_text())["checkpoint"]
+    assert sorted(members) == sorted(str((r / "best.pt").resolve()) for r in _fold_runs(folds).values())
 
 
 def test_cv_score_follows_the_empty_region_rule() -> None:
