@@ -7,6 +7,7 @@ rm -rf "$OUT" "$ROOT/lits"
 echo "== BraTS: synthetic cases in $OUT"
 medchallenge brats sample --out "$OUT" --n-cases 10
 cd "$OUT"
+medchallenge brats check --workers 2          # layout, headers, labels: exit 2 if tile would stop
 medchallenge brats tile --workers 2 --cache patches
 COMMON="--patches-per-epoch 512 --batch-size 64 --workers 0"
 medchallenge brats train --model twopath --phase 1 --epochs 2 $COMMON --out runs/phase1
