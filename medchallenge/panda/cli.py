@@ -168,9 +168,13 @@ def train(
 ) -> None:
     """Train the ISUP classifier (best.pt by validation QWK) or, with --model unet, the tile U-Net (by Dice).
 
-    Batch size counts slides (tiles with --model unet --batching shuffle). Examples:
+    The classifier's validation QWK grades the ordinal score with 5 cut-offs tuned on the
+    validation slides (stored in best.pt for predict --threshold auto), next to the rounded
+    score's (qwk_fixed). Batch size counts slides (tiles with --model unet --batching shuffle). Examples:
 
       medchallenge panda train --model efficientnet-b0 --epochs 20 --batch-size 2 --lr 3e-4
+
+      medchallenge panda train --n-folds 5 --fold 0 --groups patients.csv    (then: panda cv runs/*-fold*)
 
       medchallenge panda train --model unet --label-scheme provider --provider radboud --lr 1e-3 --out runs/unet-r
 
