@@ -1,9 +1,11 @@
 """Training the KiTS U-Net on cached axial slices with the shared engine.
 
-Validation is split by case (never by slice); each validation case is segmented whole, slice by
-slice, and scored with the official kidney and tumour Dice; the best checkpoint maximises their
-mean (the composite). Foreground oversampling draws slices holding kidney or tumour with
-probability ``--oversample``.
+Validation is split by case (never by slice), stratified by whether a case holds tumour: one
+seeded ``--val-fraction`` split or fold ``--fold`` of ``--n-folds`` (``Trainer.split_items``, recorded
+in RUN/split.json). Each validation case is segmented whole, slice by slice, and scored with the
+official kidney and tumour Dice; the best checkpoint maximises their mean (the composite); after
+the last epoch best.pt's per-case scores and voxel counts go to RUN/oof.csv for ``kits cv``.
+Foreground oversampling draws slices holding kidney or tumour with probability ``--oversample``.
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ class KitsOptions:
     width: int = 32
     batch_norm: bool = False
     dropout: float = 0.0
-    loss: str = "ce"
-    oversample: float = 0.0
+    loss: str = "dice-ce"  # the report's "ce" stays at Dice 0 for epochs on small data (issue 14)
+    oversample: float = 0.33  # nnU-Net's share of foreground patches
     patch_size: int | None = None  # None: 512 px, or the cached slices' size when smaller
     val_fraction: float = 0.2
     predict_batch: int = 8

@@ -70,6 +70,7 @@ def test_folds_cover_every_case_once_and_are_recorded(folds: dict[int, Path]) ->
         config = json.loads((run / "config.json").read_text())
         assert (config["n_folds"], config["fold"]) == (3, k)
         assert config["options"]["patch_size"] == 32  # the default fits the cached slices
+        assert (config["options"]["loss"], config["options"]["oversample"]) == ("dice-ce", 0.33)  # ones that learn
         oof = pd.read_csv(run / "oof.csv")
         assert sorted(oof["id"]) == split["val"]
         vals.append(set(split["val"]))
@@ -197,3 +198,31 @@ def test_tta_averages_the_four_mirrored_softmaxes(models: dict[str, Path], tmp_p
                     for d in ((), (-1,), (-2,), (-2, -1)))
     expected = image.from_axial_first((total / 4).argmax(1).numpy().astype(np.uint8))
     np.testing.assert_array_equal(mirrored["prediction_00210.nii.gz"], expected)
+
+
+def test_cv_score_of_hand_made_cases_equals_the_starter_code() -> None:
+    """Random label volumes (one with no tumour in either: NaN, left out) → oof rows → cv_score."""
+    from medchallenge.kits.metrics import cv_score, oof_row, score_case
+
+    rng = np.random.default_rng(0)
+    rows, per_case, pooled = [], [], {"kidney": np.zeros(3), "tumor": np.zeros(3)}
+    for i in range(5):
+        truth, pred = (rng.choice(3, size=(4, 9, 9), p=[0.7, 0.2, 0.1]).astype(np.uint8) for _ in range(2))
+        if i == 0:
+            truth[truth == 2], pred[pred == 2] = 1, 1  # tumour empty in both: its Dice is NaN
+        rows.append(oof_row(score_case(f"case_{i:05d}", pred, truth)))
+        kidney, tumour = _starter_code_dice(pred, truth)
+        per_case.append((kidney, tumour, np.nanmean([kidney, tumour])))
+        for region, first in (("kidney", 1), ("tumor", 2)):
+            p, t = pred >= first, truth >= first
+            pooled[region] += [(p & t).sum(), (p & ~t).sum(), (~p & t).sum()]
+    expected = np.asarray(per_case)
+    assert np.isnan(expected[0, 1]) and expected[0, 2] == expected[0, 0]
+    score = cv_score(pd.DataFrame(rows))
+    assert list(score)[0] == "composite_dice"
+    assert score["composite_dice"] == pytest.approx(expected[:, 2].mean(), abs=1e-12)
+    assert score["kidney_dice"] == pytest.approx(expected[:, 0].mean(), abs=1e-12)
+    assert score["tumor_dice"] == pytest.approx(np.nanmean(expected[:, 1]), abs=1e-12)
+    for region in ("kidney", "tumor"):
+        tp, fp, fn = pooled[region]
+        assert score[f"global_{region}_dice"] == pytest.approx(2 * tp / (2 * tp + fp + fn), abs=1e-12)
