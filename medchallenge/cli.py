@@ -115,8 +115,19 @@ def _print_comparison(table, differ, out: Path) -> None:  # type: ignore[no-unty
     Console(stderr=True).print(f"compare.csv, compare.json and curves.png in {out}")
 
 
+# every challenge lists its verbs in the order of the pipeline, then its own extras
+VERB_ORDER = ("sample", "check", "tile", "train", "predict", "evaluate", "cv")
+
+
+def _verb_rank(command: typer.models.CommandInfo) -> int:
+    name = command.name or command.callback.__name__  # type: ignore[union-attr]
+    return VERB_ORDER.index(name) if name in VERB_ORDER else len(VERB_ORDER)
+
+
 for _key, _help in CHALLENGES.items():
-    app.add_typer(importlib.import_module(f"medchallenge.{_key}.cli").app, name=_key, help=_help)
+    _sub = importlib.import_module(f"medchallenge.{_key}.cli").app
+    _sub.registered_commands.sort(key=_verb_rank)  # stable: extras keep their own order
+    app.add_typer(_sub, name=_key, help=_help)
 
 
 def main() -> None:

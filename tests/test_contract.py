@@ -18,16 +18,19 @@ from medchallenge.cli import app
 from medchallenge.core.cliflags import ENGINE_FLAG_NAMES
 
 CHALLENGES = ["panda", "kits", "brats", "lits", "midog", "lympho"]
-VERBS = ["sample", "tile", "train", "predict", "evaluate"]
+VERBS = ["sample", "tile", "train", "predict", "evaluate", "check", "cv"]
 PACKAGE = Path(__file__).resolve().parents[1] / "medchallenge"
 
 SHARED = {
     "sample": {"--out", "--seed"},
     "tile": {"--data", "--cache", "--part", "--overwrite", "--workers"},
     "train": {"--cache", "--out", "--model"} | {"--" + n.replace("_", "-") for n in ENGINE_FLAG_NAMES},
-    "predict": {"--checkpoint", "--data", "--out", "--part", "--overwrite", "--batch-size", "--device"},
+    "predict": {"--checkpoint", "--data", "--out", "--part", "--overwrite", "--batch-size", "--device", "--tta"},
     "evaluate": {"--truth", "--predictions", "--out", "--json"},
+    "check": {"--data", "--json", "--workers"},
+    "cv": {"--out", "--json"},
 }
+THRESHOLDED = ["panda", "midog", "lympho"]  # a decision tuned on validation: predict --threshold auto
 
 
 def _commands() -> dict:
@@ -52,6 +55,18 @@ def test_every_verb_has_the_shared_options(challenge: str, verb: str) -> None:
     options = _options(commands[verb])
     missing = SHARED[verb] - options
     assert not missing, f"{challenge} {verb} lacks {sorted(missing)}"
+
+
+@pytest.mark.parametrize("challenge", CHALLENGES)
+def test_every_predict_ensembles_and_every_train_folds(challenge: str) -> None:
+    commands = _commands()[challenge]
+    checkpoint = next(p for p in commands["predict"].params if "--checkpoint" in getattr(p, "opts", []))
+    assert checkpoint.multiple, f"{challenge} predict takes one --checkpoint: no ensembles"
+    resume = next(p for p in commands["train"].params if "--resume" in getattr(p, "opts", []))
+    assert not getattr(resume, "is_flag", False), f"{challenge} train --resume takes no RUN"
+    if challenge in THRESHOLDED:
+        threshold = next(p for p in commands["predict"].params if "--threshold" in getattr(p, "opts", []))
+        assert threshold.default == "auto", f"{challenge} predict --threshold defaults to {threshold.default}"
 
 
 @pytest.mark.parametrize("challenge", CHALLENGES)
