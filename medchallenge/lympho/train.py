@@ -155,6 +155,7 @@ class LymphoTrainer(Trainer):
 
     challenge = "lympho"
     monitor = "balanced_accuracy"
+    tiebreak = ("auc", "max")  # a small validation set reaches BA 1.0 early: prefer the better ranking then
     registry = MODELS
 
     def __init__(self, config: TrainConfig, options: LymphoOptions) -> None:

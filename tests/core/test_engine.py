@@ -226,3 +226,16 @@ def test_batch_log_lines_say_where_the_epoch_is(tmp_path: Path) -> None:
                r"eta 0m00s \(run 0m00s\)")
     assert re.fullmatch(pattern, steps[-1]), steps[-1]
     assert re.fullmatch(r".* epoch 1/2 step 1/8 .* eta \d+m\d\ds \(run \d+m\d\ds\)", steps[0]), steps[0]
+
+
+def test_tiebreak_decides_between_epochs_with_equal_monitored_values(tmp_path: Path) -> None:
+    from medchallenge.core.engine.saver import CheckpointSaver
+
+    plain = CheckpointSaver(tmp_path, "ba")
+    broken = CheckpointSaver(tmp_path, "ba", tiebreak=("auc", "max"))
+    rows = [{"ba": 1.0, "auc": 0.7}, {"ba": 1.0, "auc": 0.9}, {"ba": 1.0, "auc": 0.8}, {"ba": 0.9, "auc": 1.0}]
+    assert [plain.improves(r) for r in rows] == [True, False, False, False]  # the earliest perfect epoch wins
+    assert [broken.improves(r) for r in rows] == [True, True, False, False]  # the better-ranked one wins
+    assert broken.best_state() == {"best_value": 1.0, "best_tiebreak": 0.9}
+    by_loss = CheckpointSaver(tmp_path, "ba", tiebreak=("val_loss", "min"))
+    assert [by_loss.improves(r) for r in ({"ba": 1, "val_loss": 0.5}, {"ba": 1, "val_loss": 0.4})] == [True, True]

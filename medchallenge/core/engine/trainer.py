@@ -72,6 +72,7 @@ class Trainer:
     challenge: str = ""
     monitor: str = "val_loss"
     monitor_mode: str = "max"  # "max" or "min"
+    tiebreak: tuple[str, str] | None = None  # (metric, "max"|"min") between epochs with equal monitored values
     registry: Registry | None = None
 
     def __init__(self, config: TrainConfig, options: Any = None) -> None:
@@ -228,7 +229,7 @@ class Trainer:
         loader = self.train_loader()
         state = self._setup_optimization(raw_model, len(loader))
         runlog = RunLog(self.run_dir, self.monitor, cfg.epochs, write=self.is_main, tensorboard=False)
-        saver = CheckpointSaver(self.run_dir, self.monitor, self.monitor_mode)
+        saver = CheckpointSaver(self.run_dir, self.monitor, self.monitor_mode, self.tiebreak)
         run = _Run(model, raw_model, loader, state, runlog, saver)
         start = self._resume(run) if cfg.resume else 0
         self._create_run_dir()
@@ -319,6 +320,7 @@ class Trainer:
             run.state.scaler.load_state_dict(train_state["scaler"])
         done = int(ckpt["epoch"])
         run.saver.best_value = train_state.get("best_value")
+        run.saver.best_tiebreak = train_state.get("best_tiebreak")
         run.runlog.restore(train_state.get("history", []), done)
         if train_state.get("position") is not None:
             run.position = EpochPosition.from_state(train_state["position"])
