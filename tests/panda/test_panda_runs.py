@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -79,6 +80,15 @@ def test_mask_prediction_redoes_what_another_unet_made(small: Path) -> None:
     stamps = {p.name: p.stat().st_mtime_ns for p in masks}
     assert len(masks) == 9 and len(list((out / ".manifest").glob("*.json"))) == 9
     assert "segmenting 0 of 9" in _ok([*predict, "--checkpoint", str(small / "unet0" / "best.pt")])
+    # an ensemble of the same U-Net twice writes exactly its masks; --tta (mirrored views) runs too
+    pair = small / "masks-pair"
+    _ok(["panda", "predict", "--cache", str(small / "tiles"), "--out", str(pair), "--device", "cpu", "--n-overlays",
+         "0", "--checkpoint", str(small / "unet0"), "--checkpoint", str(small / "unet0"), "--tta"])
+    _ok(["panda", "predict", "--cache", str(small / "tiles"), "--out", str(pair), "--device", "cpu", "--n-overlays",
+         "0", "--checkpoint", str(small / "unet0"), "--checkpoint", str(small / "unet0")])
+    for path in masks:
+        with np.load(path) as one, np.load(pair / "masks" / path.name) as two:
+            assert np.array_equal(one["masks"], two["masks"])
     log = _ok([*predict, "--checkpoint", str(small / "unet1" / "best.pt")])
     assert "9 output(s)" in log and "made by another checkpoint" in log and "segmenting 9 of 9" in log
     assert all(p.stat().st_mtime_ns != stamps[p.name] for p in masks)
