@@ -64,19 +64,21 @@ def check_each(items: Sequence[T], check: Callable[[T], Any], report: CheckRepor
 
     results = map_jobs(_guarded, [(check, item) for item in items], workers, "check")
     out: list[Any] = []
-    for item, (value, error) in zip(items, results):
+    for item, (value, error, where) in zip(items, results):
         if error is not None:
-            report.add(path_of(item), error)
+            # the file the error names (a case's label file, say) when it names one, else the item's path
+            report.add(where if where is not None else path_of(item), error)
         out.append(value)
     return out
 
 
-def _guarded(job: tuple[Callable[[Any], Any], Any]) -> tuple[Any, str | None]:
+def _guarded(job: tuple[Callable[[Any], Any], Any]) -> tuple[Any, str | None, str | None]:
     check, item = job
     try:
-        return check(item), None
+        return check(item), None, None
     except MedchallengeError as err:
-        return None, getattr(err, "problem", str(err))
+        path = getattr(err, "path", None)
+        return None, getattr(err, "problem", str(err)), None if path is None else str(path)
 
 
 def value_range(values: Iterable[Any]) -> tuple[Any, Any]:

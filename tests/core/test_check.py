@@ -38,3 +38,15 @@ def test_warnings_alone_do_not_stop(tmp_path: Path) -> None:
     report = CheckReport("toy", tmp_path)
     report.add(tmp_path / "kits.json", "unexpected file, ignored", blocking=False)
     assert report.exit_code() == 0 and report.to_json()["ok"] is True
+
+
+def test_a_problem_is_reported_with_the_file_the_error_names(tmp_path: Path) -> None:
+    case = tmp_path / "case_00000"
+    case.mkdir()
+
+    def read_case(folder: Path) -> None:
+        raise DataError(folder / "segmentation.nii.gz", "labels {0, 1, 7}: expected a subset of {0, 1, 2}")
+
+    report = CheckReport("toy", tmp_path)
+    check_each([case], read_case, report, path_of=lambda p: p, workers=0)
+    assert report.problems[0].path == str(case / "segmentation.nii.gz")  # not just the case folder
