@@ -72,6 +72,29 @@ def sample(
 
 @app.command()
 @opt.report_errors
+def check(
+    data: DataOpt = Path("."),
+    level: Annotated[str, typer.Option("--level", help="The level `tile` will cut (a number or auto): slides and masks without it are problems.")] = "1",
+    skip_missing: SkipMissingOpt = False,
+    workers: opt.WorkersOpt = 0,
+    as_json: opt.JsonOpt = False,
+) -> None:
+    """Check train.csv, test.csv, slides and masks as `tile` reads them (headers only); exit 2 when tile would stop.
+
+    Lists every problem with its file: bad CSV rows, missing or unreadable slides, slides or masks
+    without the level, mask labels outside the provider's, mask sizes unlike their slide's.
+
+    Example: medchallenge panda check --data . --level 1
+    """
+    from medchallenge.core.check import emit
+    from medchallenge.panda.check import check_dataset
+    from medchallenge.panda.tiles import parse_level
+
+    emit(check_dataset(data, parse_level(level), skip_missing=skip_missing, workers=workers), as_json)
+
+
+@app.command()
+@opt.report_errors
 @deprecated_aliases({"--out": "cache"})
 def tile(
     data: DataOpt = Path("."),
@@ -102,29 +125,6 @@ def tile(
         cache = data / ("tiles" if split is Split.train else "tiles_test")
     tile_slides(data, cache, split=split.value, level=parse_level(level), n_tiles=n_tiles, tile_size=tile_size,
                 mode=mode, workers=workers, part=part, skip_missing=skip_missing, overwrite=overwrite)
-
-
-@app.command()
-@opt.report_errors
-def check(
-    data: DataOpt = Path("."),
-    level: Annotated[str, typer.Option("--level", help="The level `tile` will cut (a number or auto): slides and masks without it are problems.")] = "1",
-    skip_missing: SkipMissingOpt = False,
-    workers: opt.WorkersOpt = 0,
-    as_json: opt.JsonOpt = False,
-) -> None:
-    """Check train.csv, test.csv, slides and masks as `tile` reads them (headers only); exit 2 when tile would stop.
-
-    Lists every problem with its file: bad CSV rows, missing or unreadable slides, slides or masks
-    without the level, mask labels outside the provider's, mask sizes unlike their slide's.
-
-    Example: medchallenge panda check --data . --level 1
-    """
-    from medchallenge.core.check import emit
-    from medchallenge.panda.check import check_dataset
-    from medchallenge.panda.tiles import parse_level
-
-    emit(check_dataset(data, parse_level(level), skip_missing=skip_missing, workers=workers), as_json)
 
 
 MaskModelOpt = Annotated[
