@@ -12,6 +12,7 @@ import torch
 from medchallenge.core.device import autocast
 from medchallenge.core.inference import batch_slices
 from medchallenge.core.wsi import SlideReader
+from medchallenge.midog.nms import nms_by_distance  # noqa: F401  (re-exported: tests and callers import it here)
 
 
 def tile_positions(length: int, patch: int, overlap: float) -> list[int]:
@@ -22,16 +23,6 @@ def tile_positions(length: int, patch: int, overlap: float) -> list[int]:
     stride = max(1, int(patch * (1 - overlap)))
     starts = list(range(0, length - patch, stride))
     return starts + [length - patch]
-
-
-def nms_by_distance(points: np.ndarray, scores: np.ndarray, radius: float = 25.0) -> np.ndarray:
-    """Indices kept by greedy suppression: highest score first, drop others within ``radius`` px."""
-    order = np.argsort(-scores, kind="stable")
-    keep: list[int] = []
-    for i in order:
-        if all(np.hypot(*(points[i] - points[k])) > radius for k in keep):
-            keep.append(int(i))
-    return np.asarray(keep, dtype=int)
 
 
 def dihedral(image: torch.Tensor, view: int) -> torch.Tensor:
