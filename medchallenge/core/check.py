@@ -66,10 +66,17 @@ def check_each(items: Sequence[T], check: Callable[[T], Any], report: CheckRepor
     out: list[Any] = []
     for item, (value, error, where) in zip(items, results):
         if error is not None:
-            # the file the error names (a case's label file, say) when it names one, else the item's path
-            report.add(where if where is not None else path_of(item), error)
+            report.add(_more_specific(path_of(item), where), error)
         out.append(value)
     return out
+
+
+def _more_specific(item: Path, named: str | None) -> Path:
+    """The file an error names when it lies inside the item (a case's label file), else the item itself."""
+    if named is None:
+        return Path(item)
+    inside = Path(named) == Path(item) or Path(item) in Path(named).parents
+    return Path(named) if inside else Path(item)
 
 
 def _guarded(job: tuple[Callable[[Any], Any], Any]) -> tuple[Any, str | None, str | None]:

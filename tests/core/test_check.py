@@ -50,3 +50,15 @@ def test_a_problem_is_reported_with_the_file_the_error_names(tmp_path: Path) -> 
     report = CheckReport("toy", tmp_path)
     check_each([case], read_case, report, path_of=lambda p: p, workers=0)
     assert report.problems[0].path == str(case / "segmentation.nii.gz")  # not just the case folder
+
+
+def test_an_error_naming_a_folder_above_the_item_keeps_the_item(tmp_path: Path) -> None:
+    case = tmp_path / "a..b"
+    case.mkdir()
+
+    def read_case(folder: Path) -> None:
+        raise DataError(folder.parent, f"case folder '{folder.name}' is not a plain name")
+
+    report = CheckReport("toy", tmp_path)
+    check_each([case], read_case, report, path_of=lambda p: p, workers=0)
+    assert report.problems[0].path == str(case)
