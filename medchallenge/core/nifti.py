@@ -162,6 +162,43 @@ def read_image(path: str | Path) -> sitk.Image:
         raise DataError(path, f"cannot read image ({reason})") from err
 
 
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What a 3-D scalar NIfTI header says, voxels unread: the geometry (ITK order) and the voxel type
+    SimpleITK loads them as (after any scl_slope rescale)."""
+
+    geometry: Geometry
+    dtype: np.dtype
+
+    @property
+    def floating(self) -> bool:
+        return self.dtype.kind == "f"
+
+
+def read_volume_header(path: str | Path) -> VolumeHeader:
+    """The header of a 3-D single-component image, without reading its voxels (what ``check`` reads).
+
+    Raises:
+        DataError: missing, truncated, unreadable, or not a 3-D scalar volume (the messages of ``read_volume``).
+    """
+    path = Path(path)
+    check_complete(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise DataError(path, "cannot read the image header (corrupt or not an image)") from err
+    size = tuple(int(s) for s in reader.GetSize())
+    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
+        raise DataError(path, f"is a {reader.GetDimension()}-D image ({'×'.join(map(str, size))},"
+                              f" {reader.GetNumberOfComponents()} component(s)), expected a 3-D volume")
+    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID())).dtype)
+    geometry = Geometry(size, tuple(float(s) for s in reader.GetSpacing()),
+                        tuple(float(s) for s in reader.GetOrigin()), tuple(float(s) for s in reader.GetDirection()))
+    return VolumeHeader(geometry, dtype)
+
+
 def read_geometry(path: str | Path) -> Geometry:
     """The geometry from the header only, without reading the voxels."""
     path = Path(path)

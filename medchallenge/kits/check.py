@@ -26,7 +26,7 @@ import numpy as np
 
 from medchallenge.core.check import CheckReport, check_each, value_range
 from medchallenge.core.errors import DataError
-from medchallenge.core.nifti import Geometry, check_complete, read_volume
+from medchallenge.core.nifti import Geometry, read_volume, read_volume_header
 from medchallenge.kits.data import (
     case_of_folder,
     check_case_name,
@@ -43,11 +43,9 @@ TEST_NOTE = " (a test case: tile skips it, predict would stop)"
 
 @dataclass(frozen=True)
 class Header:
-    """What a NIfTI header says: the geometry, dimensions, components and voxel type (e.g. "int16")."""
+    """What a 3-D NIfTI header says: the geometry and the voxel type (e.g. "int16"), with KiTS's axial views."""
 
     geometry: Geometry
-    dimension: int
-    components: int
     dtype: str
     floating: bool
 
@@ -80,26 +78,8 @@ def read_header(path: Path) -> Header:
 
     The messages are those of ``core.nifti`` (``read_volume``), which ``tile`` meets on the same file.
     """
-    import SimpleITK as sitk
-
-    check_complete(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, "cannot read the image header (corrupt or not an image)") from err
-    size = tuple(int(s) for s in reader.GetSize())
-    components = int(reader.GetNumberOfComponents())
-    if len(size) != 3 or components != 1:
-        dims = "×".join(str(s) for s in size)
-        raise DataError(path, f"is a {len(size)}-D image ({dims}, {components} component(s)), expected a 3-D volume")
-    geometry = Geometry(size=size, spacing=tuple(float(s) for s in reader.GetSpacing()),
-                        origin=tuple(float(s) for s in reader.GetOrigin()),
-                        direction=tuple(float(s) for s in reader.GetDirection()))
-    pixel = reader.GetPixelID()
-    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], pixel)).dtype).name
-    return Header(geometry, len(size), components, dtype, pixel in (sitk.sitkFloat32, sitk.sitkFloat64))
+    header = read_volume_header(path)
+    return Header(header.geometry, header.dtype.name, header.floating)
 
 
 @dataclass

@@ -17,16 +17,14 @@ segmentations without a volume are skipped by ``tile``: those are warnings.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from medchallenge.core.check import CheckReport, check_each, value_range
 from medchallenge.core.errors import DataError
-from medchallenge.core.nifti import Geometry, check_complete, read_volume
+from medchallenge.core.nifti import VolumeHeader, read_volume, read_volume_header
 from medchallenge.lits.data import (
     LitsCase,
     check_ct_dtype,
@@ -36,37 +34,8 @@ from medchallenge.lits.data import (
     find_segmentations,
 )
 
-
-@dataclass
-class Header:
-    """What a NIfTI header says: the geometry (ITK order) and the voxel type as loaded."""
-
-    geometry: Geometry
-    dtype: np.dtype
-
-
-def read_header(path: Path) -> Header:
-    """The header of a 3-D single-component image, without reading its voxels.
-
-    Raises:
-        DataError: missing, truncated, unreadable, or not a 3-D scalar volume (as ``read_volume``).
-    """
-    check_complete(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, "cannot read the image header (corrupt or not an image)") from err
-    size = tuple(int(s) for s in reader.GetSize())
-    if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
-        raise DataError(path, f"is a {reader.GetDimension()}-D image ({'×'.join(map(str, size))},"
-                              f" {reader.GetNumberOfComponents()} component(s)), expected a 3-D volume")
-    # the numpy type SimpleITK will load the voxels as (after any scl_slope rescale)
-    dtype = sitk.GetArrayViewFromImage(sitk.Image([1, 1], reader.GetPixelID())).dtype
-    geometry = Geometry(size, tuple(float(s) for s in reader.GetSpacing()),
-                        tuple(float(s) for s in reader.GetOrigin()), tuple(float(s) for s in reader.GetDirection()))
-    return Header(geometry, dtype)
+Header = VolumeHeader
+read_header = read_volume_header
 
 
 def _volume_stats(header: Header) -> dict[str, Any]:
