@@ -32,7 +32,7 @@ def plot_training_curves(history: Sequence[dict[str, Any]], folder: str | Path, 
     plt = _pyplot()
     folder = Path(folder)
     epochs = [row["epoch"] for row in history]
-    keys = [k for k in history[-1] if k not in ("epoch", "lr", "time_s", "peak_gpu_mem_gb", "train_samples_per_s")]
+    keys = [k for k in history[-1] if k not in ("epoch", "lr", "time_s", "peak_gpu_mem_gb", "train_samples_per_s", "data_wait_share")]
     loss_keys = [k for k in keys if "loss" in k]
     metric_keys = [k for k in keys if k not in loss_keys]
     for name, group in (("loss", loss_keys), ("metrics", metric_keys)):

@@ -79,7 +79,7 @@ def test_resume_replays_the_same_epochs(tmp_path: Path) -> None:
     ToyTrainer(_config(tmp_path / "part", resume=True)).fit()
     full = pd.read_csv(tmp_path / "full" / "metrics.csv")
     part = pd.read_csv(tmp_path / "part" / "metrics.csv")
-    timings = ["time_s", "train_samples_per_s"]
+    timings = ["time_s", "train_samples_per_s", "data_wait_share"]
     pd.testing.assert_frame_equal(full.drop(columns=timings), part.drop(columns=timings))
     a = load_checkpoint(tmp_path / "full" / "last.pt")["state_dict"]
     b = load_checkpoint(tmp_path / "part" / "last.pt")["state_dict"]
@@ -239,3 +239,19 @@ def test_tiebreak_decides_between_epochs_with_equal_monitored_values(tmp_path: P
     assert broken.best_state() == {"best_value": 1.0, "best_tiebreak": 0.9}
     by_loss = CheckpointSaver(tmp_path, "ba", tiebreak=("val_loss", "min"))
     assert [by_loss.improves(r) for r in ({"ba": 1, "val_loss": 0.5}, {"ba": 1, "val_loss": 0.4})] == [True, True]
+
+
+def test_every_epoch_row_says_how_long_the_loop_waited_for_data(tmp_path: Path) -> None:
+    class Slow(ToyTrainer):
+        def train_loader(self):
+            import time
+
+            def slow(batch):
+                time.sleep(0.05)  # a loader slower than the step: most of the epoch is waiting
+                return torch.utils.data.default_collate(batch)
+
+            return self.loaders.train(self.train_dataset(), self.config.batch_size, collate_fn=slow)
+
+    Slow(_config(tmp_path / "run", epochs=1)).fit()
+    share = pd.read_csv(tmp_path / "run" / "metrics.csv")["data_wait_share"].iloc[0]
+    assert 0.2 < share <= 1.0

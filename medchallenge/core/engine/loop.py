@@ -33,8 +33,8 @@ class StepState:
 
 def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, state: StepState, epoch: int,
                     position: EpochPosition | None = None,
-                    after_step: Callable[[EpochPosition], None] | None = None) -> tuple[float, float]:
-    """Train ``model`` for one pass over ``loader``; returns (mean loss of the batches, samples/s).
+                    after_step: Callable[[EpochPosition], None] | None = None) -> tuple[float, float, float]:
+    """Train ``model`` for one pass over ``loader``; returns (mean loss, samples/s, share of time waiting for data).
 
     Gradients of ``accumulate`` batches are summed (each loss divided by ``accumulate``) before
     one optimizer step, so ``--accumulate 2`` at batch b follows batch 2b. Under DDP the
@@ -68,7 +68,7 @@ def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, stat
             steplog.update(step + 1, total / count, lr, batch_len(batch), wait)
             trainer.record_step(epoch * n_batches + step + 1, loss_value, lr)
             fetched = time.perf_counter()
-    return total / max(count, 1), steplog.rate()
+    return total / max(count, 1), steplog.rate(), steplog.wait_share()
 
 
 def _forward_backward(trainer: Trainer, model: nn.Module, batch: Any, state: StepState, boundary: bool,

@@ -68,6 +68,10 @@ class StepLog:
         """Samples per second over the batches trained in this epoch so far."""
         return self.samples / max(time.perf_counter() - self.started, 1e-9)
 
+    def wait_share(self) -> float:
+        """The share (0-1) of this epoch's time so far spent waiting for the next batch."""
+        return self.wait / max(time.perf_counter() - self.started, 1e-9)
+
     def update(self, step: int, loss: float, lr: float, samples: int, wait_s: float) -> None:
         """After batch ``step`` (1-based): running mean ``loss``, current ``lr``, batch size, data wait."""
         self.samples += samples

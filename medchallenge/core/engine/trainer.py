@@ -353,7 +353,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         position, run.position = run.position, None
-        train_loss, rate = train_one_epoch(self, run.model, run.loader, run.state, epoch, position,
+        train_loss, rate, waiting = train_one_epoch(self, run.model, run.loader, run.state, epoch, position,
                                      lambda reached: self._after_step(run, reached))
         train_loss = all_reduce_mean(train_loss, self.device)  # the loss of every rank's batches, not rank 0's
         row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss,
@@ -367,6 +367,7 @@ class Trainer:
                     run.runlog.images(epoch + 1, self.preview_images(run.raw_model))
         row["time_s"] = round(time.perf_counter() - started, 3)
         row["train_samples_per_s"] = round(rate * self.dist.world_size, 2)  # over all ranks
+        row["data_wait_share"] = round(waiting, 4)  # > 0.05 on a GPU: more --workers (docs/performance.md)
         if self.device.type == "cuda":
             row["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**30, 3)
         improved = run.saver.improves(row)
