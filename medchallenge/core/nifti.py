@@ -162,6 +162,17 @@ def read_image(path: str | Path) -> sitk.Image:
         raise DataError(path, f"cannot read image ({reason})") from err
 
 
+def _header_reader(path: Path) -> sitk.ImageFileReader:
+    """A reader with the header of ``path`` read (voxels unread); a DataError when it is not an image."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise DataError(path, "cannot read the image header (corrupt or not an image)") from err
+    return reader
+
+
 @dataclass(frozen=True)
 class VolumeHeader:
     """What a 3-D scalar NIfTI header says, voxels unread: the geometry (ITK order) and the voxel type
@@ -183,12 +194,7 @@ def read_volume_header(path: str | Path) -> VolumeHeader:
     """
     path = Path(path)
     check_complete(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, "cannot read the image header (corrupt or not an image)") from err
+    reader = _header_reader(path)
     size = tuple(int(s) for s in reader.GetSize())
     if reader.GetDimension() != 3 or reader.GetNumberOfComponents() != 1:
         raise DataError(path, f"is a {reader.GetDimension()}-D image ({'×'.join(map(str, size))},"
@@ -204,12 +210,7 @@ def read_geometry(path: str | Path) -> Geometry:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as err:
-        raise DataError(path, "cannot read the image header (corrupt or not an image)") from err
+    reader = _header_reader(path)
     return Geometry(
         size=tuple(int(s) for s in reader.GetSize()),
         spacing=tuple(float(s) for s in reader.GetSpacing()),
