@@ -58,6 +58,12 @@ def test_every_verb_has_the_shared_options(challenge: str, verb: str) -> None:
 
 
 @pytest.mark.parametrize("challenge", CHALLENGES)
+def test_every_challenge_lists_its_verbs_in_pipeline_order(challenge: str) -> None:
+    names = list(_commands()[challenge])
+    assert names[: len(VERBS)] == ["sample", "check", "tile", "train", "predict", "evaluate", "cv"], names
+
+
+@pytest.mark.parametrize("challenge", CHALLENGES)
 def test_every_predict_ensembles_and_every_train_folds(challenge: str) -> None:
     commands = _commands()[challenge]
     checkpoint = next(p for p in commands["predict"].params if "--checkpoint" in getattr(p, "opts", []))

@@ -48,3 +48,22 @@ def test_env_command_lists_versions_and_weight_files(tmp_path: Path, monkeypatch
 def test_shell_completion_is_offered() -> None:
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert "--install-completion" in result.output and "--show-completion" in result.output
+
+
+def test_config_json_fingerprints_every_input_path(tmp_path) -> None:
+    import json
+
+    from test_engine import ToyTrainer, _config
+
+    from medchallenge.core.provenance import fingerprint
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "meta.json").write_text('{"kind": "toy"}')
+    (cache / "a.npy").write_bytes(b"1234")
+    ToyTrainer(_config(tmp_path / "run", epochs=1), {"cache": cache, "depth": 3}).fit()
+    data = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert data == {"cache": {"path": str(cache.absolute()), "fingerprint": fingerprint(cache)}}
+    before = fingerprint(cache)
+    (cache / "b.npy").write_bytes(b"5")  # a new tile changes it
+    assert fingerprint(cache) != before and len(before) == 64
