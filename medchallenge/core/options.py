@@ -81,6 +81,9 @@ CheckpointsOpt = Annotated[
                                       " repeat for an ensemble (outputs averaged)."),
 ]
 TtaOpt = Annotated[bool, typer.Option("--tta", help="Test-time augmentation: average mirrored/rotated views.")]
+MirrorOpt = Annotated[bool, typer.Option(
+    "--mirror/--no-mirror", help="Training augmentation: mirror each patch in H and W, each with probability 0.5"
+                                 " (nnU-Net's; what --tta averages over).")]
 ThresholdOpt = Annotated[
     str, typer.Option("--threshold", help="auto (tuned on validation, stored in the checkpoint) or a number.")
 ]
