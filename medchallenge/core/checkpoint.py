@@ -25,6 +25,7 @@ import torch
 from medchallenge import __version__
 from medchallenge.core.errors import DataError
 from medchallenge.core.io import atomic_path
+from medchallenge.core.offload import place_models
 from medchallenge.core.runs import resolve_checkpoint
 
 FORMAT = "medchallenge-checkpoint/1"
@@ -158,13 +159,16 @@ def load_models(
 
     ``same_meta`` names the checkpoint meta keys (classes, preprocessing, tile size) every member
     must share with the first: an ensemble averages outputs, which only means something when the
-    models read the same input the same way and predict the same classes.
+    models read the same input the same way and predict the same classes. The models go onto
+    ``map_location`` together when their weights fit there, else each only for its own forward
+    (:func:`medchallenge.core.offload.place_models`).
 
     Raises:
         DataError: a checkpoint :func:`load_model` refuses, or one whose ``same_meta`` differs (naming the key).
     """
     files = expand_checkpoints(paths)
-    loaded = [load_model(f, registry, challenge=challenge, models=models, expect=expect, map_location=map_location)
+    # loaded on the host first: place_models decides whether the members fit on the device together
+    loaded = [load_model(f, registry, challenge=challenge, models=models, expect=expect, map_location="cpu")
               for f in files]
     first_meta = loaded[0][1].get("meta", {})
     for path, (_, payload) in zip(files[1:], loaded[1:]):
@@ -173,4 +177,5 @@ def load_models(
             if meta.get(key) != first_meta.get(key):
                 raise DataError(path, f"cannot ensemble with {files[0]}: meta '{key}' is {meta.get(key)!r}"
                                       f" there {first_meta.get(key)!r}")
-    return loaded
+    placed = place_models([model for model, _ in loaded], torch.device(map_location))
+    return [(model, payload) for model, (_, payload) in zip(placed, loaded)]
