@@ -96,6 +96,7 @@ def train(
     lr_decay: hv.LrDecayOpt = 0.9,
     dropout: hv.DropoutOpt = 0.2,
     l1: hv.L1Opt = 1e-6,
+    mirror: opt.MirrorOpt = True,
     *,
     engine: EngineFlags,
 ) -> None:
@@ -107,7 +108,7 @@ def train(
 
     out = out or engine.run_dir(f"{model.value}-phase{phase}")
     options = HavaeiOptions(cache, model.value, phase, from_checkpoint, patches_per_epoch, dropout, 2, l1,
-                            momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases)
+                            momentum_start, momentum_end, lr_decay, val_max_cases=val_max_cases, mirror=mirror)
     BratsTrainer(engine.config(out), options).fit()
 
 

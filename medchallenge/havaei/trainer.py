@@ -4,8 +4,11 @@ SGD with momentum rising linearly from ``--momentum-start`` (0.5) to ``--momentu
 the epochs, learning rate ``--lr`` multiplied by ``--lr-decay`` every epoch (the report's schedule:
 ``--optimizer``/``--scheduler`` are not offered), dropout, L1 (``--l1``) and L2 (``--weight-decay``)
 penalties. Cross-entropy on logits. Phase 1 samples patches whose centre classes are equiprobable
-(a class, then a case holding it, then a voxel); phase 2 the natural distribution. Validation
-segments whole slices of at most ``--val-max-cases`` cases and scores the challenge's Dice.
+(a class, then a case holding it, then a voxel); phase 2 the natural distribution. ``--mirror``
+(the default, nnU-Net's) flips each training patch in H and in W, each with probability 0.5 — the
+views ``predict --tta`` averages; the label is the patch's centre voxel, which a flip of an odd-sized
+patch leaves in place. Validation segments whole slices of at most ``--val-max-cases`` cases and
+scores the challenge's Dice.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from medchallenge.core import console
+from medchallenge.core.augment import random_mirror
 from medchallenge.core.cache import CacheDir
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.engine.optim import describe
@@ -41,12 +45,13 @@ def extract_patch(images: np.ndarray, s: int, y: int, x: int, size: int) -> np.n
 
 
 class PatchDataset(Dataset):
-    """``n`` random patches per epoch: (C×P×P float32, class int64), equiprobable or natural."""
+    """``n`` random patches per epoch: (C×P×P float32, class int64), equiprobable or natural; with
+    ``mirror`` each patch is flipped in H and in W, each with probability 0.5 (the centre label stays)."""
 
     def __init__(self, cache: Path, cases: list[str], size: int, n: int, equiprobable: bool,
-                 classes: list[int]) -> None:
+                 classes: list[int], mirror: bool = False) -> None:
         self.cache, self.cases, self.size, self.n = Path(cache), cases, size, n
-        self.equiprobable = equiprobable
+        self.equiprobable, self.mirror = equiprobable, mirror
         self._index = {c: dict(np.load(self.cache / "index" / f"{c}.npz")) for c in cases}
         self._images: dict[str, np.ndarray] = {}
         self.holding = {k: [c for c in cases if len(self._index[c][f"class_{k}"])] for k in classes}
@@ -76,7 +81,11 @@ class PatchDataset(Dataset):
         y, x = divmod(rem, w)
         if k < 0:
             k = int(np.load(self.cache / "labels" / f"{case}.npy", mmap_mode="r")[s, y, x])
-        return torch.from_numpy(extract_patch(images, s, y, x, self.size)), torch.tensor(k, dtype=torch.int64)
+        patch = extract_patch(images, s, y, x, self.size)
+        if self.mirror:
+            # np.random's global state: the engine seeds it per DataLoader worker, like the draws above
+            patch = np.ascontiguousarray(random_mirror([patch])[0])
+        return torch.from_numpy(patch), torch.tensor(k, dtype=torch.int64)
 
 
 @dataclass
@@ -96,6 +105,7 @@ class HavaeiOptions:
     lr_decay: float = 0.9
     val_fraction: float = 0.2
     val_max_cases: int = 4
+    mirror: bool = True
 
 
 def freeze_all_but_output(model: nn.Module) -> None:
@@ -140,7 +150,8 @@ class HavaeiTrainer(Trainer):
         self.in_channels = len(self.meta["channels"])
         console.log(f"phase {options.phase}: {len(self.train_cases)} training / {len(self.val_cases)} validation"
                     f" case(s) (scoring at most {options.val_max_cases});"
-                    f" {'equiprobable' if options.phase == 1 else 'natural'} patch sampling")
+                    f" {'equiprobable' if options.phase == 1 else 'natural'} patch sampling"
+                    f"{', mirrored' if options.mirror else ''}")
 
     def case_strata(self, cases: list[str]) -> list[bool] | None:
         """Per case: does it hold voxels of ``strata_class`` (from the cache's index, no volume read)."""
@@ -185,7 +196,8 @@ class HavaeiTrainer(Trainer):
 
     def train_loader(self) -> DataLoader:
         dataset = PatchDataset(self.options.cache, self.train_cases, self.patch_size, self.options.patches_per_epoch,
-                               equiprobable=self.options.phase == 1, classes=self.allowed_classes)
+                               equiprobable=self.options.phase == 1, classes=self.allowed_classes,
+                               mirror=self.options.mirror)
         return self.loaders.train(dataset, self.config.batch_size)
 
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
