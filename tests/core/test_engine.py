@@ -63,6 +63,10 @@ def test_fit_writes_run_dir_and_learns(tmp_path: Path) -> None:
     assert best["metrics"]["accuracy"] == metrics["accuracy"].max()
     assert "train_state" in load_checkpoint(run / "last.pt")
     assert json.loads((run / "config.json").read_text())["epochs"] == 3
+    # the one end-of-run summary line, logged by the engine (the CLIs no longer echo their own)
+    summary = [line for line in (run / "train.log").read_text().splitlines() if "best validation" in line]
+    assert len(summary) == 1 and summary[0].endswith(f"best validation accuracy {metrics['accuracy'].max():.4f}:"
+                                                      f" {run / 'best.pt'}"), summary
 
 
 def test_resume_replays_the_same_epochs(tmp_path: Path) -> None:

@@ -245,13 +245,14 @@ class Trainer:
                 self._run_epoch(run, epoch)
             self._write_oof(run.raw_model)
             runlog.hparams({**self.config.to_json(), **options_record(self.options)}, {self.monitor: saver.best_value})
+            # inside the try, so the run's train.log ends with it too
+            console.log(f"best validation {self.monitor} {_shown(saver.best_value)}: {self.run_dir / 'best.pt'}")
         finally:
             self._stop.restore()
             runlog.close()
             if log_handler is not None:
                 console.logger.removeHandler(log_handler)
                 log_handler.close()
-        console.log(f"best validation {self.monitor} {_shown(saver.best_value)}: {self.run_dir / 'best.pt'}")
         return {"run_dir": str(self.run_dir), "best": {self.monitor: saver.best_value},
                 "last": runlog.history[-1] if runlog.history else {}, "history": runlog.history}
 
