@@ -60,3 +60,14 @@ def test_one_at_a_time_holds_one_model_on_the_gpu() -> None:
         assert y.device.type == "cuda" and next(model.inner.parameters()).device.type == "cpu"
         torch.testing.assert_close(y.cpu(), model.inner(x.cpu()), rtol=1e-4, atol=1e-4)
     assert peak < 2 * weight_bytes(models[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_models_on_cuda_take_channels_last_and_keep_their_outputs() -> None:
+    torch.manual_seed(0)
+    model = Tagged().eval()
+    x = torch.randn(4, 2, 16, 16)
+    expected = model(x)
+    (placed,) = place_models([model], "cuda")
+    assert placed.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(placed(x.cuda()).cpu(), expected, rtol=1e-3, atol=1e-3)
