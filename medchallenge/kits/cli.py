@@ -103,6 +103,7 @@ def train(
     oversample: Annotated[float, typer.Option("--oversample", min=0.0, max=1.0, rich_help_panel=DATA,
                                               help="Share of slices drawn from kidney/tumour slices (nnU-Net's"
                                                    " 0.33; the report: 0).")] = 0.33,
+    mirror: opt.MirrorOpt = True,
     model: Annotated[Model, typer.Option("--model", help="Architecture.", rich_help_panel=MODEL)] = Model.unet,
     depth: Annotated[int, typer.Option("--depth", min=1, max=6, help="U-Net poolings.", rich_help_panel=MODEL)] = 4,
     width: Annotated[int, typer.Option("--width", min=1, help="Channels of the first block.",
@@ -125,7 +126,7 @@ def train(
 
     out = out or engine.run_dir(model.value)
     options = KitsOptions(cache=cache, depth=depth, width=width, batch_norm=batch_norm, loss=loss.value,
-                          oversample=oversample, patch_size=patch_size, val_fraction=val_fraction)
+                          oversample=oversample, patch_size=patch_size, val_fraction=val_fraction, mirror=mirror)
     KitsTrainer(engine.config(out), options).fit()
 
 

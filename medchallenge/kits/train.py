@@ -5,7 +5,8 @@ seeded ``--val-fraction`` split or fold ``--fold`` of ``--n-folds`` (``Trainer.s
 in RUN/split.json). Each validation case is segmented whole, slice by slice, and scored with the
 official kidney and tumour Dice; the best checkpoint maximises their mean (the composite); after
 the last epoch best.pt's per-case scores and voxel counts go to RUN/oof.csv for ``kits cv``.
-Foreground oversampling draws slices holding kidney or tumour with probability ``--oversample``.
+Foreground oversampling draws slices holding kidney or tumour with probability ``--oversample``;
+``--mirror`` (default) flips each training crop in H and W with probability 0.5 each (nnU-Net's).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from medchallenge.core import console
+from medchallenge.core.augment import random_mirror
 from medchallenge.core.engine import TrainConfig, Trainer
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.losses import dice_ce_loss
@@ -34,15 +36,24 @@ from medchallenge.kits.slices import load_meta
 
 
 class SliceDataset(Dataset):
-    """(image 1×P×P float32, labels P×P int64) crops of cached slices (P = ``patch``)."""
+    """(image 1×P×P float32, labels P×P int64) crops of cached slices (P = ``patch``).
 
-    def __init__(self, slices: Path, rows: pd.DataFrame, patch: int, background: float, augment: bool) -> None:
+    With ``augment`` a crop is drawn at random (else the centre crop) and, with ``mirror`` too,
+    flipped in H and in W, each with probability 0.5, image and label together (nnU-Net's
+    mirroring, what ``predict --tta`` averages over). The draws come from a numpy Generator seeded
+    per item from the global numpy state, which the engine seeds per run and per DataLoader worker
+    (``core.seeding``), so a run's crops and flips are reproducible from ``--seed``.
+    """
+
+    def __init__(self, slices: Path, rows: pd.DataFrame, patch: int, background: float, augment: bool,
+                 mirror: bool = True) -> None:
         self.slices = Path(slices)
         self.cases = rows["case"].tolist()
         self.index = rows["slice"].to_numpy()
         self.patch = patch
         self.background = background
         self.augment = augment
+        self.mirror = mirror
         self._open: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
@@ -65,12 +76,13 @@ class SliceDataset(Dataset):
             image = np.pad(image, ((0, ph), (0, pw)), constant_values=self.background)
             label = np.pad(label, ((0, ph), (0, pw)))
             h, w = image.shape
-        y = np.random.randint(0, h - p + 1) if self.augment else (h - p) // 2
-        x = np.random.randint(0, w - p + 1) if self.augment else (w - p) // 2
+        rng = np.random.default_rng(np.random.randint(0, 2**31 - 1))
+        y = int(rng.integers(0, h - p + 1)) if self.augment else (h - p) // 2
+        x = int(rng.integers(0, w - p + 1)) if self.augment else (w - p) // 2
         image, label = image[y : y + p, x : x + p], label[y : y + p, x : x + p]
-        if self.augment and np.random.rand() < 0.5:
-            image, label = image[:, ::-1], label[:, ::-1]
-        return torch.from_numpy(image.copy())[None], torch.from_numpy(label.copy())
+        if self.augment and self.mirror:
+            image, label = random_mirror([image, label], rng)
+        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(np.ascontiguousarray(label))
 
 
 LOSSES = ("ce", "dice-ce")
@@ -92,6 +104,7 @@ class KitsOptions:
     patch_size: int | None = None  # None: 512 px, or the cached slices' size when smaller
     val_fraction: float = 0.2
     predict_batch: int = 8
+    mirror: bool = True  # flip H and W with p 0.5 each (nnU-Net's); before issue 14: W only, p 0.5
 
 
 class KitsTrainer(Trainer):
@@ -166,7 +179,7 @@ class KitsTrainer(Trainer):
 
     def train_loader(self) -> DataLoader:
         dataset = SliceDataset(self.options.cache, self.train_rows, self.options.patch_size, self.norm.background,
-                               augment=True)
+                               augment=True, mirror=self.options.mirror)
         sampler = None
         p = self.options.oversample
         if p > 0:

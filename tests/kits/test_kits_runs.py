@@ -1,5 +1,6 @@
 """KiTS runs for batch jobs (issue 13): predictions that know their checkpoint, TensorBoard previews,
-validation progress in batch logs. Two tiny runs (seeds 0 and 1) on 4 synthetic 32 px cases."""
+validation progress in batch logs; ``--mirror/--no-mirror`` reaching the Dataset and the records
+(issue 14). Two tiny runs (seeds 0 and 1, the second ``--no-mirror``) on 4 synthetic 32 px cases."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from medchallenge.cli import app
 from medchallenge.core.manifest import checkpoint_hash
+from medchallenge.kits import train as kits_train
 
 TINY = ["--epochs", "1", "--batch-size", "4", "--patch-size", "32", "--depth", "2", "--width", "4", "--device", "cpu",
         "--workers", "0"]
@@ -28,10 +30,33 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("kits-runs")
     _ok(["kits", "sample", "--out", str(root), "--n-cases", "4", "--size", "32", "--seed", "3"])
     _ok(["kits", "tile", "--data", str(root), "--cache", str(root / "slices")])
-    _ok(["kits", "train", "--cache", str(root / "slices"), "--out", str(root / "a"), "--seed", "0", "--tensorboard",
-         *TINY])
-    _ok(["kits", "train", "--cache", str(root / "slices"), "--out", str(root / "b"), "--seed", "1", *TINY])
+    real = kits_train.random_mirror
+
+    def spy(arrays: Any, rng: Any = None) -> Any:  # counts the training items mirrored per run
+        MIRROR_CALLS[run] = MIRROR_CALLS.get(run, 0) + 1
+        return real(arrays, rng)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kits_train, "random_mirror", spy)
+        run = "a"
+        _ok(["kits", "train", "--cache", str(root / "slices"), "--out", str(root / "a"), "--seed", "0",
+             "--tensorboard", *TINY])
+        run = "b"
+        _ok(["kits", "train", "--cache", str(root / "slices"), "--out", str(root / "b"), "--seed", "1",
+             "--no-mirror", *TINY])
     return root
+
+
+MIRROR_CALLS: dict[str, int] = {}
+
+
+def test_mirror_option_reaches_the_dataset_and_the_records(runs: Path) -> None:
+    import torch
+
+    assert MIRROR_CALLS.get("a", 0) > 0 and MIRROR_CALLS.get("b", 0) == 0, MIRROR_CALLS  # every item, or none
+    for run, mirror in (("a", True), ("b", False)):
+        assert json.loads((runs / run / "config.json").read_text())["options"]["mirror"] is mirror
+        assert torch.load(runs / run / "best.pt", weights_only=True)["config"]["options"]["mirror"] is mirror
 
 
 def test_predictions_are_redone_for_another_checkpoint(runs: Path, tmp_path: Path) -> None:
