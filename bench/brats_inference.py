@@ -1,17 +1,28 @@
 """Whole-slice inference through the convolutional output layer vs classifying every pixel's own patch.
 
     .venv/bin/python bench/brats_inference.py --device cpu --size 240 --model twopath
+    .venv/bin/python bench/brats_inference.py --device cpu --predict-case   # + `brats predict` of a 4×240×240×155 case
 
 Checks the labels are identical on a subset of pixels, times the per-patch loop on that subset
 (batched patches, extrapolated to the slice, said in the JSON), and measures training throughput
-in patches/s. Prints one JSON object.
+in patches/s. With ``--predict-case``: writes one real-size case (four int16 modalities,
+240×240×155, the synthetic tumour of ``brats sample``), trains a tiny checkpoint (1 epoch, 16
+patches: timing only), and runs the real ``medchallenge brats predict`` on it in a subprocess,
+reporting its seconds and peak RSS (VmHWM) next to the same interpreter's RSS after importing the
+package; the seed's per-patch way on that volume is extrapolated from the per-patch timing (the
+issue measured it at 535 s and 2.97 GB). Prints one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +33,50 @@ from medchallenge.havaei.inference import segment_slices
 from medchallenge.havaei.models import InputCascadeCNN, TwoPathCNN
 from medchallenge.havaei.trainer import extract_patch
 
+# run in a fresh interpreter: its VmHWM is the peak of the predict command alone (plus the imports)
+CHILD = """
+import sys, time
+def hwm():
+    return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]) / 1024
+from medchallenge.cli import app
+import torch
+torch.set_num_threads(int(sys.argv[1]))
+base = hwm()
+start = time.perf_counter()
+app(sys.argv[2:], standalone_mode=False)
+print('RESULT', time.perf_counter() - start, base, hwm())
+"""
+
+
+def predict_case(device: str, threads: int, slices: int, size: int) -> dict[str, Any]:
+    """``brats predict`` of one 4×``size``×``size``×``slices`` case in a subprocess: seconds, peak RSS (MB)."""
+    from medchallenge.brats.sample import draw_case, write_sample_dataset
+    from medchallenge.cli import app
+    from medchallenge.core.nifti import Geometry, write_volume
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_sample_dataset(root / "small", n_cases=3, size=32, n_slices=2)
+        app(["brats", "tile", "--data", str(root / "small"), "--cache", str(root / "cache")], standalone_mode=False)
+        app(["brats", "train", "--cache", str(root / "cache"), "--out", str(root / "run"), "--epochs", "1",
+             "--patches-per-epoch", "16", "--batch-size", "16", "--device", "cpu", "--val-max-cases", "1"],
+            standalone_mode=False)
+        images, _ = draw_case(size, slices, np.random.default_rng(0))
+        geometry = Geometry(size=(size, size, slices), spacing=(1.0, 1.0, 1.0), origin=(0.0, -239.0, 0.0),
+                            direction=(-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))
+        name = "BraTS20_Training_001"
+        for k, modality in enumerate(("flair", "t1", "t1ce", "t2")):
+            write_volume(root / "big" / name / f"{name}_{modality}.nii.gz", images[k].astype(np.int16), geometry)
+        del images
+        args = ["brats", "predict", "--checkpoint", str(root / "run" / "best.pt"), "--data", str(root / "big"),
+                "--out", str(root / "pred"), "--device", device]
+        done = subprocess.run([sys.executable, "-c", CHILD, str(threads), *args], capture_output=True, text=True,
+                              check=True)
+        seconds, base_mb, peak_mb = map(float, done.stdout.split("RESULT")[-1].split())
+    return {"shape": [4, slices, size, size], "predict_s": round(seconds, 2), "peak_rss_mb": round(peak_mb),
+            "rss_after_imports_mb": round(base_mb), "predict_rss_increment_mb": round(peak_mb - base_mb),
+            "threads": threads}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,7 +85,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=240)
     parser.add_argument("--pixels", type=int, default=2000, help="pixels classified one patch each (extrapolated)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--predict-case", action="store_true", help="also `brats predict` of a real-size case")
+    parser.add_argument("--slices", type=int, default=155, help="slices of the --predict-case volume")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (both ways)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(0)
     model = (TwoPathCNN() if args.model == "twopath" else InputCascadeCNN()).to(device).eval()
@@ -75,12 +134,19 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
     train_pps = 5 * 128 / (time.perf_counter() - start)
-    print(json.dumps({
+    result: dict[str, Any] = {
         "device": str(device), "model": args.model, "slice": args.size, "whole_slice_s": round(whole_s, 4),
         "per_patch_s_extrapolated": round(patch_s, 3), "per_patch_pixels_timed": args.pixels,
         "speedup": round(patch_s / whole_s, 1), "labels_identical_on_timed_pixels": identical,
-        "train_patches_per_s": round(train_pps, 1), "train_amp": str(dtype),
-    }))
+        "train_patches_per_s": round(train_pps, 1), "train_amp": str(dtype), "threads": args.threads,
+    }
+    if args.predict_case:
+        case = predict_case(args.device, args.threads, args.slices, args.size)
+        # the seed's way on the same volume: every voxel's own patch, at the per-patch rate timed above
+        case["per_patch_s_extrapolated"] = round(patch_s * args.slices, 1)
+        case["speedup_vs_per_patch"] = round(case["per_patch_s_extrapolated"] / case["predict_s"], 1)
+        result["predict_case"] = case
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

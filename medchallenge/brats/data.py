@@ -187,17 +187,23 @@ def check_grid(path: Path, geometry: Geometry, reference: Path, reference_geomet
 
 
 def read_case(case: BratsCase, with_labels: bool = True) -> tuple[np.ndarray, Volume, np.ndarray | None]:
-    """(modalities C×S×H×W float32 axial-first, the FLAIR volume for its geometry, class indices
-    S×H×W uint8 in {0, 1, 2, 4} or None)."""
+    """(modalities C×S×H×W float32 axial-first, the FLAIR volume for its geometry — its array
+    dropped, so only the stack holds voxels —, class indices S×H×W uint8 in {0, 1, 2, 4} or None)."""
     reference = read_volume(case.images[0], dtype=np.float32)
-    channels = [reference.axial_first()]
-    for path in case.images[1:]:
+    first = reference.axial_first()
+    # one C×S×H×W float32 array filled channel by channel: the only whole copy of the case in memory
+    images = np.empty((len(case.images), *first.shape), np.float32)
+    images[0] = first
+    reference = Volume(np.empty((0,) * first.ndim, np.float32), reference.geometry, reference.path)  # geometry only
+    del first
+    for k, path in enumerate(case.images[1:], start=1):
         volume = read_volume(path, dtype=np.float32)
         check_grid(path, volume.geometry, case.images[0], reference.geometry)
-        channels.append(volume.axial_first())
+        images[k] = volume.axial_first()
+        del volume
     classes = None
     if with_labels and case.segmentation is not None:
         check_grid(case.segmentation, read_geometry(case.segmentation), case.images[0], reference.geometry)
         labels = np.moveaxis(read_labels(case.segmentation, case.convention), reference.axial_axis, 0)
         classes = np.ascontiguousarray(labels_to_classes(labels, case.convention))
-    return np.stack(channels), reference, classes
+    return images, reference, classes

@@ -55,19 +55,25 @@ def load_brats_models(checkpoints: Sequence[Path], device: torch.device) -> list
 
 
 def segment_case(model: torch.nn.Module | Sequence[torch.nn.Module], images: np.ndarray, device: torch.device,
-                 batch_size: int = 8, convention: str = "brats2021", tta: bool = False) -> np.ndarray:
+                 batch_size: int = 8, convention: str = "brats2021", tta: bool = False,
+                 inplace: bool = False) -> np.ndarray:
     """Labels S×H×W (uint8) of ``convention`` of raw C×S×H×W modalities, 0 outside the brain.
 
     Several models (an ensemble) and ``tta`` (each slice mirrored in W, H and both) average their
     softmax before the argmax. The model only ever saw brain voxels in training (patch centres lie
     in the brain), so its calls where every modality is zero are meaningless; every BraTS pipeline
     masks them out.
+
+    Host memory: with ``inplace`` (float32 ``images``, which it overwrites) the normalised volume is
+    the case's one whole copy — ``predict`` does this; the model sees one batch of slices at a time
+    and only the uint8 labels and the brain mask are whole-volume besides.
     """
-    normalised, _ = normalise_brats(images)
+    brain = body_mask(images)  # before normalising: afterwards a brain voxel may be 0 in every channel
+    normalised, _ = normalise_brats(images, inplace=inplace and images.dtype == np.float32, brain=brain)
     lut = classes_to_labels(np.arange(N_CLASSES), convention).tolist()  # class index → the input's label value
     labels = segment_slices(model, normalised, device, batch_size, amp_dtype(device), list(LABEL_VALUES), lut,
                             flips=tta)
-    labels[~body_mask(images)] = 0
+    labels[~brain] = 0
     return labels
 
 
@@ -92,7 +98,8 @@ def predict_brats(checkpoint: Path | Sequence[Path], data: Path, out: Path, devi
     for i in console.track(todo, "predict", total=len(todo)):
         case = cases[i]
         images, reference, _ = read_case(case, with_labels=False)
-        labels = segment_case(models, images, dev, batch_size, case.convention, tta)
+        labels = segment_case(models, images, dev, batch_size, case.convention, tta, inplace=True)
+        del images
         write_volume(targets[i], reference.from_axial_first(labels), reference.geometry)
         manifest.record(case.name)
         written.append(targets[i])

@@ -22,21 +22,33 @@ CACHE_KIND = "brats-patches"
 NORMALISATION = "per volume: clip 1st/99th percentile, z-score"
 
 
-def normalise_brats(images: np.ndarray) -> tuple[np.ndarray, dict[str, list[float]]]:
-    """Per-channel percentile clip + z-score over the brain (any non-zero channel). C×S×H×W float32."""
-    brain = (images != 0).any(axis=0)
-    out = np.zeros_like(images, dtype=np.float32)
+def normalise_brats(images: np.ndarray, inplace: bool = False,
+                    brain: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """Per-channel percentile clip + z-score over the brain (any non-zero channel). C×S×H×W float32.
+
+    ``inplace`` (float32 ``images`` only): overwrite ``images`` instead of allocating a second
+    whole-volume array (``predict`` holds one copy of a case); the background is 0 either way.
+    ``brain``: the S×H×W mask when the caller already has it.
+    """
+    brain = (images != 0).any(axis=0) if brain is None else brain
+    if inplace and images.dtype != np.float32:
+        raise TypeError(f"normalise_brats(inplace=True) needs float32 images, got {images.dtype}")
+    out = images if inplace else np.zeros_like(images, dtype=np.float32)
     stats: dict[str, list[float]] = {"p1": [], "p99": [], "mean": [], "std": []}
     for k, channel in enumerate(images):
-        values = channel[brain]
+        values = channel[brain].astype(np.float32, copy=False)  # a copy (boolean index): worked on in place
         if values.size == 0:
             for key in stats:
                 stats[key].append(0.0)
             continue
-        lo, hi = np.percentile(values, [1, 99])
-        clipped = np.clip(values, lo, hi)
-        mean, std = float(clipped.mean()), float(clipped.std()) + 1e-6
-        out[k][brain] = (clipped - mean) / std
+        # float32 in place, sums in float64: no float64 copy of a channel (a real case's brain is ~1.5M voxels)
+        lo, hi = (float(v) for v in np.percentile(values, [1, 99]))
+        np.clip(values, lo, hi, out=values)
+        mean = float(values.mean(dtype=np.float64))
+        values -= np.float32(mean)
+        std = float(np.sqrt(np.mean(np.square(values), dtype=np.float64))) + 1e-6
+        values /= np.float32(std)
+        out[k][brain] = values
         for key, v in zip(stats, (lo, hi, mean, std)):
             stats[key].append(float(v))
     return out, stats
