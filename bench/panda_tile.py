@@ -29,6 +29,7 @@ minus process start-up (a fresh process doing only the imports). Prints one JSON
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -217,10 +218,11 @@ def _level2(labels: np.ndarray, size: tuple[int, int], lut: np.ndarray, rng: np.
 
 
 def write_outside_slide(path: Path, layout: str, level1: int, seed: int, jpeg_quality: int = 85,
-                        stored_tile: int = STORED_TILE) -> SlideInfo:
+                        stored_tile: int = STORED_TILE, write: bool = True) -> SlideInfo:
     """One outside-made slide (see the module doc); level 1 of about ``level1`` px, odd and non-square.
 
     ``stored_tile``: the TIFF tile size (512 like PANDA; tests use smaller ones on tiny slides).
+    ``write=False``: only what would be written (the recipe is deterministic), for a kept slide.
     """
     import tifffile
 
@@ -251,8 +253,8 @@ def write_outside_slide(path: Path, layout: str, level1: int, seed: int, jpeg_qu
                     tile[:part.shape[0], :part.shape[1]] = part
                     yield tile
 
-    with tifffile.TiffWriter(path, bigtiff=True) as tif:
-        for level, (w, h) in enumerate(dims):
+    with tifffile.TiffWriter(path, bigtiff=True) if write else _nowhere() as tif:
+        for level, (w, h) in enumerate(dims if write else []):
             tif.write(tiles(level), shape=(h, w, 3), dtype=np.uint8, tile=(t, t), photometric="rgb",
                       compression="jpeg", compressionargs={"level": jpeg_quality},
                       subfiletype=0 if level == 0 else 1, metadata=None)
@@ -260,6 +262,11 @@ def write_outside_slide(path: Path, layout: str, level1: int, seed: int, jpeg_qu
     pen_fraction = float((labels == PEN).mean())
     return SlideInfo(str(path), layout, seed, dims, round(float((labels != BG).mean()) - pen_fraction, 4),
                      round(target, 4), round(pen_fraction, 6), len(pen_index), pen_min, pen_index)
+
+
+@contextlib.contextmanager
+def _nowhere() -> Iterator[None]:
+    yield None
 
 
 def _pen_only_tiles(labels: np.ndarray, lut: np.ndarray, tile: int = 256) -> tuple[list[int], float | None]:
@@ -280,21 +287,31 @@ def _pen_only_tiles(labels: np.ndarray, lut: np.ndarray, tile: int = 256) -> tup
 
 
 # ------------------------------------------------------------------------------------------ timing
-OURS = r"""
-import json, sys, time
-from pathlib import Path
-from medchallenge.panda.tiles import tile_slide
-"""
-REFERENCE = r"""
+PRELUDE = r"""
 import json, sys, time
 from pathlib import Path
 import numpy as np
-import tifffile
-
+import tifffile, imagecodecs  # both methods import what decoding needs before the first slide
+"""
+OURS = PRELUDE + r"""
+from medchallenge.panda.tiles import tile_slide
+if sys.argv[1] == 'count':  # stored tiles decoded per slide (untimed run)
+    import medchallenge.core.wsi as wsi
+    decoded = {}
+    original = wsi.SlideReader._decoded_tile
+    def counting(self, level, ty, tx):
+        if (level, ty, tx) not in self._tiles:
+            decoded[level] = decoded.get(level, 0) + 1
+        return original(self, level, ty, tx)
+    wsi.SlideReader._decoded_tile = counting
+"""
+REFERENCE = PRELUDE + r"""
 def tile_slide(path, level, n_tiles, tile_size):
-    # the baseline's get_tiles on the whole level (a stable sort: select_tiles_whole_level's rule)
+    # the baseline's get_tiles on the whole level (a stable sort: select_tiles_whole_level's rule);
+    # one decoding thread, as ours (tifffile would use half the cores; the per-slide processes of
+    # `panda tile --workers` are the parallelism)
     with tifffile.TiffFile(path) as tif:
-        image = tif.pages[level].asarray()
+        image = tif.pages[level].asarray(maxworkers=1)
     h, w = image.shape[:2]
     pad_h, pad_w = (tile_size - h % tile_size) % tile_size, (tile_size - w % tile_size) % tile_size
     image = np.pad(image, [[pad_h // 2, pad_h - pad_h // 2], [pad_w // 2, pad_w - pad_w // 2], [0, 0]],
@@ -316,10 +333,15 @@ for s in sys.argv[4:]:
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # reset VmHWM: the peak of this slide alone
     before = rss('VmRSS:')
+    if sys.argv[1] == 'count':
+        decoded.clear()
     t = time.perf_counter()
     r = tile_slide(Path(s), 1, n, tile)
     ms = 1000 * (time.perf_counter() - t)
     peak = (rss('VmHWM:') - before) / 1024
+    if sys.argv[1] == 'count':
+        rows.append({str(k): v for k, v in decoded.items()})
+        continue
     if sys.argv[1] == 'ours':
         pos = [[int(x), int(y)] for x, y, f in zip(r.xs, r.ys, r.fill) if not f]
     else:
@@ -332,7 +354,7 @@ print(json.dumps(rows))
 
 def run_process(method: str, slides: list[str], tile: int, n: int) -> tuple[float, list[dict]]:
     """(wall seconds of a fresh process tiling ``slides``, its per-slide rows)."""
-    code = (OURS if method == "ours" else REFERENCE) + RUN
+    code = (REFERENCE if method == "reference" else OURS) + RUN
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, method, str(tile), str(n), *slides],
                           capture_output=True, text=True)
@@ -365,6 +387,7 @@ def measure(infos: list[SlideInfo], tile: int, n: int, repeats: int) -> dict:
             wall, result = run_process(method, paths, tile, n)
             walls[method].append(wall)
             rows[method].append(result)
+    counts = run_process("count", paths, tile, n)[1]
     per_slide = []
     for k, info in enumerate(infos):
         ours_ms = statistics.median(r[k]["ms"] for r in rows["ours"])
@@ -382,6 +405,8 @@ def measure(infos: list[SlideInfo], tile: int, n: int, repeats: int) -> dict:
             "ours_peak_mb": round(max(r[k]["peak_mb"] for r in rows["ours"]), 1),
             "reference_peak_mb": round(max(r[k]["peak_mb"] for r in rows["reference"]), 1),
             "overlap": round(len(set(mine) & set(ref)) / max(len(ref), 1), 4), "same_order": mine == ref,
+            "ours_decoded_level1": counts[k].get("1", 0), "ours_decoded_level2": counts[k].get("2", 0),
+            "reference_decoded_level1": -(-info.level_dims[1][0] // STORED_TILE) * -(-info.level_dims[1][1] // STORED_TILE),
             "pen_only_tiles": info.pen_only_tiles, "pen_only_min_mean": info.pen_only_min_mean,
             "pen_only_selected": len(ref_index & set(info.pen_only_index)),
         })
@@ -400,6 +425,10 @@ def report(args: argparse.Namespace, infos: list[SlideInfo], write_s: float, m: 
                            "ours_peak_mb_max": max(r["ours_peak_mb"] for r in mine),
                            "reference_peak_mb_max": max(r["reference_peak_mb"] for r in mine),
                            "overlap_min": min(r["overlap"] for r in mine),
+                           "ours_decoded_mean": round(statistics.fmean(
+                               r["ours_decoded_level1"] + r["ours_decoded_level2"] for r in mine), 1),
+                           "reference_decoded_mean": round(statistics.fmean(
+                               r["reference_decoded_level1"] for r in mine), 1),
                            "all_same_order": all(r["same_order"] for r in mine)}
     wall = {k: statistics.median(v) for k, v in m["walls"].items()}
     start = {k: statistics.median(v) for k, v in m["starts"].items()}
@@ -430,7 +459,11 @@ def write_slides(folder: Path, layouts: list[str], count: int, level1: int, seed
         path = folder / f"{layout}_{level1}_{seed + k}.tiff"
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
-            infos.append(SlideInfo(**json.loads(meta.read_text())))
+            kept = json.loads(meta.read_text())
+            if set(kept) != {f.name for f in fields(SlideInfo)}:  # written by an earlier recipe's bench
+                kept = asdict(write_outside_slide(path, layout, level1, seed + k, write=False))
+                meta.write_text(json.dumps(kept))
+            infos.append(SlideInfo(**kept))
             continue
         info = write_outside_slide(path, layout, level1, seed + k)
         meta.write_text(json.dumps(asdict(info)))

@@ -12,7 +12,7 @@ coarser pyramid level, reads only the candidate tiles at the requested level and
 their exact sums. Candidates are the N best estimates plus every tile whose estimate lies
 within a margin of the N-th; then, until none is left, every unread tile whose estimate lies within
 twice the largest estimate error seen on this slide's read tiles (at least
-:data:`CANDIDATE_MARGIN` / 2) of the exact N-th mean is read too, so a slide whose coarse level
+:data:`CANDIDATE_MARGIN`) of the exact N-th mean is read too, so a slide whose coarse level
 estimates badly (small tiles, a pyramid whose level sizes were rounded: a shift of one coarse
 pixel) reads more instead of choosing other tiles. When the selection reaches near-white tiles
 (little tissue), every tile inside the image is read one by one (never the whole level at once).
@@ -58,10 +58,14 @@ TISSUE_MEAN = 240.0
 """A tile carries tissue when its mean intensity (0–255, over RGB) is below this."""
 PREFERRED_LEVEL = 1
 """The level ``--level auto`` takes when every slide has it (PANDA's 4× level, the baseline's)."""
-CANDIDATE_MARGIN = 4.0
+CANDIDATE_MARGIN = 0.5
 """Estimated-mean margin (intensity units) above the N-th estimate within which tiles are read
-first; the estimate from a 4× coarser level was within 0.3 of the exact mean on the sample slides
-and within 1.1 on outside-made ones (256-px tiles); larger observed errors widen it (see above)."""
+first, and the least margin above the exact N-th mean within which unread tiles are read after
+(more where the slide's estimates err more, see ERROR_SAFETY). The estimate from a 4× coarser
+level was within 0.3 of the exact mean on the sample slides and within 0.2-1.1 on outside-made
+ones (256-px tiles); errors at tissue edges, from a pyramid whose level sizes were rounded, are
+covered by each tile's shift spread (see _estimate_means). A margin of 4 read 297 tiles of a 51%
+tissue slide where 0.5 reads 90."""
 ERROR_SAFETY = 2.0
 """Unread tiles are ruled out only beyond this many times the largest estimate error seen."""
 
@@ -146,12 +150,16 @@ def _band_sums(rgb: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return out.reshape(len(edges) - 1, rgb.shape[1], 3).sum(axis=2)
 
 
-def _estimate_means(slide: SlideReader, level: int, coarse: int, grid: Grid) -> np.ndarray:
-    """Mean intensity of every grid tile estimated from level ``coarse`` (rows·cols,).
+def _estimate_means(slide: SlideReader, level: int, coarse: int, grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Mean intensity of every grid tile estimated from level ``coarse``, and how far that estimate
+    moves when the tile's coarse footprint shifts by one coarse pixel (both rows·cols,).
 
     Coarse pixel k covers level-0 [k·dc, (k+1)·dc); a tile takes the coarse pixels whose centres
     it holds, and counts the parts of them outside the image as white. Exact integer sums of the
     coarse pixels: row-band sums, then column ranges of those (no full-size cumulative copy).
+    The shift bounds the error of a pyramid whose level sizes were rounded (a level-0 width of
+    4·w₁ + 3 over a level 2 of ⌊w₀/16⌋: the levels drift apart by up to a coarse pixel across the
+    slide); it is large at tissue edges and small inside uniform tissue.
     """
     ds_l = slide.level_downsamples[level]
     ds_c = slide.level_downsamples[coarse]
@@ -161,16 +169,29 @@ def _estimate_means(slide: SlideReader, level: int, coarse: int, grid: Grid) -> 
     y_edges = (np.arange(grid.rows + 1) * grid.tile - grid.pad_top) * ds_l
     kx = np.ceil(x_edges / ds_c - 0.5).astype(np.int64)
     ky = np.ceil(y_edges / ds_c - 0.5).astype(np.int64)
+    means = np.zeros(0)
+    spread = np.zeros((grid.rows, grid.cols))
+    for dy in (0, -1, 1):  # the unshifted footprint first
+        bands = _band_sums(rgb, (ky + dy).clip(0, height))  # rows×W: column sums over RGB (0–765 a pixel)
+        cumulative = np.hstack([np.zeros((len(bands), 1), np.int64), np.cumsum(bands, axis=1)])
+        for dx in (0, -1, 1):
+            shifted = _footprint_means(cumulative, kx + dx, ky + dy, width, height)
+            if dx == dy == 0:
+                means = shifted
+            np.maximum(spread, np.abs(shifted - means), out=spread)
+    return means.reshape(-1), spread.reshape(-1)
+
+
+def _footprint_means(cumulative: np.ndarray, kx: np.ndarray, ky: np.ndarray, width: int,
+                     height: int) -> np.ndarray:
+    """Tile means (rows×cols) from a coarse level's row-band column sums (cumulative along columns)
+    over the coarse footprints [ky[i], ky[i+1]) × [kx[j], kx[j+1]); outside the level counts white."""
     kxc, kyc = kx.clip(0, width), ky.clip(0, height)
-    bands = _band_sums(rgb, kyc)  # rows×W: each tile row's column sums over RGB (0–765 a pixel)
-    del rgb
-    cols = np.hstack([np.zeros((len(bands), 1), np.int64), np.cumsum(bands, axis=1)])[:, kxc]
-    inside_sum = np.diff(cols, axis=1)  # rows×cols
+    inside_sum = np.diff(cumulative[:, kxc], axis=1)
     total = np.diff(ky)[:, None] * np.diff(kx)[None, :]
     inside = np.diff(kyc)[:, None] * np.diff(kxc)[None, :]
     sums = inside_sum + 765 * (total - inside)
-    means = np.where(total > 0, sums / np.maximum(total, 1) / 3.0, 255.0)
-    return means.reshape(-1)
+    return np.where(total > 0, sums / np.maximum(total, 1) / 3.0, 255.0)
 
 
 def _coarse_level(slide: SlideReader, level: int, tile: int) -> int | None:
@@ -212,38 +233,40 @@ def _pixel_sum(pixels: np.ndarray) -> int:
 
 
 def _candidates(slide: SlideReader, level: int, tile_size: int, grid: Grid, inside: np.ndarray,
-                keep: int) -> tuple[np.ndarray | None, np.ndarray]:
-    """(every grid tile's estimated mean or None, the grid indices to read first): the ``keep`` best
-    estimates from a coarser level and every tile within :data:`CANDIDATE_MARGIN` of the last of
-    them (all tiles inside, and no estimate, when there is no coarser level or when the selection
-    reaches near-white tiles)."""
+                keep: int) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray]:
+    """((every grid tile's estimated mean, its shift spread) or None, the grid indices to read first):
+    the ``keep`` best estimates from a coarser level and every tile whose estimate minus its spread
+    lies within :data:`CANDIDATE_MARGIN` of the last of them (all tiles inside, and no estimate,
+    when there is no coarser level or when the selection reaches near-white tiles)."""
     coarse = _coarse_level(slide, level, tile_size)
     if coarse is None:
         return None, np.flatnonzero(inside)
-    estimate = _estimate_means(slide, level, coarse, grid)
+    estimate, spread = _estimate_means(slide, level, coarse, grid)
     order = np.argsort(estimate, kind="stable")
     nth = estimate[order[keep - 1]]
     if nth >= TISSUE_MEAN:  # the selection reaches near-white tiles: rank them all exactly
         return None, np.flatnonzero(inside)
-    near = np.flatnonzero(estimate <= nth + CANDIDATE_MARGIN)
+    near = np.flatnonzero(estimate - spread <= nth + CANDIDATE_MARGIN)
     candidates = np.union1d(order[:keep], near)
-    return estimate, candidates[inside[candidates]]
+    return (estimate, spread), candidates[inside[candidates]]
 
 
-def _more_candidates(estimate: np.ndarray, sums: np.ndarray, read: np.ndarray, inside: np.ndarray, keep: int,
-                     tile: int) -> np.ndarray:
-    """Unread tiles inside the image that could still rank among the best ``keep``: estimated mean at
-    most the exact ``keep``-th mean so far plus :data:`ERROR_SAFETY` × the largest |exact − estimate|
-    seen on the read tiles (at least ``CANDIDATE_MARGIN / 2``, what the first margin assumed)."""
+def _more_candidates(estimate: tuple[np.ndarray, np.ndarray], sums: np.ndarray, read: np.ndarray,
+                     inside: np.ndarray, keep: int, tile: int) -> np.ndarray:
+    """Unread tiles inside the image that could still rank among the best ``keep``: estimated mean
+    minus its shift spread at most the exact ``keep``-th mean so far plus a margin. The margin is
+    :data:`CANDIDATE_MARGIN`, or :data:`ERROR_SAFETY` × the largest error the spread did not explain
+    on the read tiles (|exact − estimate| − spread), whichever is larger."""
+    means, spread = estimate
     unread = ~read & inside
     known = ~unread  # read, or outside the image (white, exact without a read)
     if known.sum() < keep:
         return np.flatnonzero(unread)
     pixels = tile * tile * 3
     kth = np.partition(sums[known], keep - 1)[keep - 1] / pixels
-    error = float(np.abs(sums[read] / pixels - estimate[read]).max()) if read.any() else 0.0
-    margin = max(CANDIDATE_MARGIN / 2, ERROR_SAFETY * error)
-    return np.flatnonzero(unread & (estimate <= kth + margin))
+    error = float((np.abs(sums[read] / pixels - means[read]) - spread[read]).max()) if read.any() else 0.0
+    margin = max(CANDIDATE_MARGIN, ERROR_SAFETY * error)
+    return np.flatnonzero(unread & (means - spread <= kth + margin))
 
 
 def tile_slide(

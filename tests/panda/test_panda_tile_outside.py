@@ -90,7 +90,7 @@ def test_band_sums_and_estimate_are_exact(slides: dict[str, Path]) -> None:
         coarse = reader.read_level(2).astype(np.int64).sum(axis=2)
         for mode in (0, 2):
             grid = Grid.of(h, w, 32, mode)
-            means = tiles_mod._estimate_means(reader, 1, 2, grid)
+            means, spread = tiles_mod._estimate_means(reader, 1, 2, grid)
             ds_l, ds_c = reader.level_downsamples[1], reader.level_downsamples[2]
             for i in rng.choice(grid.rows * grid.cols, 40, replace=False):  # the docstring's rule, tile by tile
                 x, y = grid.origin(np.array([i]))
