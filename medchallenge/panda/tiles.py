@@ -169,10 +169,14 @@ def _estimate_means(slide: SlideReader, level: int, coarse: int, grid: Grid) -> 
     y_edges = (np.arange(grid.rows + 1) * grid.tile - grid.pad_top) * ds_l
     kx = np.ceil(x_edges / ds_c - 0.5).astype(np.int64)
     ky = np.ceil(y_edges / ds_c - 0.5).astype(np.int64)
+    # one pass over the coarse level: row bands between every edge of the three row shifts, whose
+    # running sums give each shift's bands (column sums over RGB, 0–765 a pixel)
+    cuts = np.unique(np.concatenate([[0], *((ky + dy).clip(0, height) for dy in (-1, 0, 1))]))
+    prefix = np.vstack([np.zeros((1, width), np.int64), np.cumsum(_band_sums(rgb, cuts), axis=0)])
     means = np.zeros(0)
     spread = np.zeros((grid.rows, grid.cols))
     for dy in (0, -1, 1):  # the unshifted footprint first
-        bands = _band_sums(rgb, (ky + dy).clip(0, height))  # rows×W: column sums over RGB (0–765 a pixel)
+        bands = np.diff(prefix[np.searchsorted(cuts, (ky + dy).clip(0, height))], axis=0)  # rows×W
         cumulative = np.hstack([np.zeros((len(bands), 1), np.int64), np.cumsum(bands, axis=1)])
         for dx in (0, -1, 1):
             shifted = _footprint_means(cumulative, kx + dx, ky + dy, width, height)
