@@ -52,7 +52,8 @@ def one_seed(args: argparse.Namespace, seed: int, root: Path) -> dict:
                         ("ensemble_tta", ["--checkpoint", str(root / "cv"), "--tta"])):
         out = root / f"pred-{name}"
         start = time.perf_counter()
-        cli("panda", "predict", *extra, "--data", str(data), "--out", str(out), "--device", args.device)
+        cli("panda", "predict", *extra, "--data", str(data), "--out", str(out), "--device", args.device,
+            "--workers", str(args.workers))
         row[f"{name}_predict_s"] = round(time.perf_counter() - start, 2)
         scored = json.loads(cli("panda", "evaluate", "--predictions", str(out), "--truth", str(answers), "--json",
                                 "--out", str(root / f"ev-{name}")))

@@ -161,6 +161,8 @@ def train(
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", rich_help_panel=MODEL, help="Recompute block activations in backward (less GPU memory).")] = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=DATA, help="Share of slides for validation.")] = 0.2,
     groups: Annotated[Optional[Path], typer.Option("--groups", rich_help_panel=DATA, help="CSV image_id,group: slides of a group (duplicates, serial sections) stay on one side of every split.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", rich_help_panel=DATA, help="A train.csv (e.g. `panda clean`'s): train on the cached slides it lists, with its grades.")] = None,
+    precise_bn: Annotated[bool, typer.Option("--precise-bn/--no-precise-bn", rich_help_panel=MODEL, help="Classifier: re-estimate BatchNorm statistics on the training slides before each validation (short runs need it).")] = True,
     pretrained: opt.PretrainedOpt = True,
     weights: opt.WeightsOpt = None,
     *,
@@ -194,8 +196,8 @@ def train(
     masks = _mask_source(cache, out, masks, mask_model, engine.device)
     options = PandaOptions(cache=cache, arch=model.value, encoding=label_encoding.value, layout=layout.value,
                            pretrained=pretrained, weights=weights, val_fraction=val_fraction, groups=groups,
-                           masks=masks, label_scheme=label_scheme.value if label_scheme else None,
-                           grad_checkpoint=grad_checkpoint)
+                           labels=labels, masks=masks, label_scheme=label_scheme.value if label_scheme else None,
+                           grad_checkpoint=grad_checkpoint, precise_bn=precise_bn)
     PandaTrainer(engine.config(out), options).fit()
 
 

@@ -32,8 +32,11 @@ def cv_score(oof: pd.DataFrame) -> dict[str, float]:
     ``oof`` rows (a fold run's oof.csv): ``isup`` (truth), ``pred`` (the grade with the fold's
     tuned cut-offs, what ``predict --threshold auto`` submits), ``pred_fixed`` (the rounded score)
     and ``provider``. First key ``qwk`` (scikit-learn's quadratic kappa over labels 0–5 on the
-    pooled grades); then the fixed-cut-off QWK, accuracy and QWK per provider.
+    pooled grades); then the fixed-cut-off QWK, accuracy and QWK per provider. U-Net folds
+    (rows with pixel counts) are scored by :func:`seg_cv_score`.
     """
+    if any(str(c).startswith("px_") for c in oof.columns):
+        return seg_cv_score(oof)
     truth = oof["isup"].astype(int).to_numpy()
     out = {"qwk": qwk(truth, oof["pred"].astype(int).to_numpy())}
     if "pred_fixed" in oof:
@@ -42,6 +45,43 @@ def cv_score(oof: pd.DataFrame) -> dict[str, float]:
     if "provider" in oof:
         for provider, rows in oof.groupby("provider"):
             out[f"qwk_{provider}"] = qwk(rows["isup"].astype(int).to_numpy(), rows["pred"].astype(int).to_numpy())
+    return out
+
+
+def seg_cv_score(oof: pd.DataFrame) -> dict[str, float]:
+    """The pooled score of U-Net folds: their rows' pixel confusions summed, scored as ``evaluate --masks``.
+
+    ``oof`` rows (segtrain's oof.csv): ``scheme``, ``provider`` and ``px_<truth>_<pred>`` pixel counts.
+    First key ``dice`` (mean foreground Dice of the pooled pixels, the U-Net's monitored metric), then
+    ``tumour_dice``, ``pixel_accuracy`` and ``dice_<provider>`` per provider.
+
+    Raises:
+        DataError: classifier and U-Net rows mixed, several label schemes, or provider-scheme rows of
+            both providers (their labels do not mean the same).
+    """
+    from medchallenge.panda.labels import mask_scores
+
+    columns = [c for c in oof.columns if str(c).startswith("px_")]
+    k = int(round(len(columns) ** 0.5))
+    if "pred" in oof.columns or oof[columns].isna().any().any() or k * k != len(columns):
+        raise DataError("oof.csv", "classifier and U-Net folds mixed: pool the folds of one model")
+    schemes, providers = sorted(set(oof["scheme"])), sorted(set(oof["provider"]))
+    if len(schemes) != 1 or (schemes[0] == "provider" and len(providers) != 1):
+        raise DataError("oof.csv", f"U-Net folds of schemes {schemes} and providers {providers}: their mask"
+                                   " labels do not mean the same")
+
+    def scores(rows: pd.DataFrame) -> dict[str, Any]:
+        matrix = np.zeros((k, k), dtype=np.int64)
+        for t in range(k):
+            for q in range(k):
+                matrix[t, q] = int(rows[f"px_{t}_{q}"].sum())
+        return mask_scores(matrix, schemes[0], str(rows["provider"].iloc[0]))
+
+    pooled = scores(oof)
+    out = {"dice": pooled["mean_dice"], "tumour_dice": pooled["tumour_dice"],
+           "pixel_accuracy": pooled["pixel_accuracy"]}
+    for provider, rows in oof.groupby("provider"):
+        out[f"dice_{provider}"] = scores(rows)["mean_dice"]
     return out
 
 

@@ -227,20 +227,26 @@ class PandaSegTrainer(Trainer):
         tiles, masks = batch
         return segmentation_loss(self.options.loss, model(tiles), masks, self._weight(tiles.device))
 
+    def _confusions(self, model: nn.Module) -> list[np.ndarray]:
+        """Per validation slide, the K×K pixel confusion (rows truth, columns prediction) of its tissue tiles."""
+        dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
+        k = self.num_classes
+        matrices = []
+        for s in console.track(range(len(dataset)), "validation", total=len(dataset)):
+            tiles, masks = dataset[s]
+            labels = segment_batches(model, tiles.numpy(), self.device, batch_size=self.config.batch_size,
+                                     dtype=self.amp_dtype)
+            matrices.append(np.bincount(masks.numpy().ravel() * k + labels.ravel(), minlength=k * k).reshape(k, k))
+        return matrices
+
     def validate(self, model: nn.Module) -> dict[str, float]:
         """Pixel confusion over the validation slides' tissue tiles, labels through ``segment_batches``.
 
         No validation loss: the best checkpoint is chosen by Dice, and a loss would need a second
         pass keeping the logits.
         """
-        dataset = SegTileDataset(self.cache, self.val_frame, self.options.scheme, per_slide=True, augment=False)
         k = self.num_classes
-        matrix = np.zeros((k, k), dtype=np.int64)
-        for s in console.track(range(len(dataset)), "validation", total=len(dataset)):
-            tiles, masks = dataset[s]
-            labels = segment_batches(model, tiles.numpy(), self.device, batch_size=self.config.batch_size,
-                                     dtype=self.amp_dtype)
-            matrix += np.bincount(masks.numpy().ravel() * k + labels.ravel(), minlength=k * k).reshape(k, k)
+        matrix = np.sum(self._confusions(model), axis=0)
         scores = mask_scores(matrix, self.options.scheme, self.providers[0])
         row = {
             "dice": float(np.nan_to_num(scores["mean_dice"])),
@@ -250,6 +256,23 @@ class PandaSegTrainer(Trainer):
         for c in range(1, k):
             row[f"dice_{c}"] = float(scores["dice"][c])
         return row
+
+    def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
+        """One row per validation slide: id, provider, isup, scheme, the slide's own mean foreground and
+        tumour Dice, and its pixel confusion as ``px_<truth>_<prediction>`` counts — what ``panda cv``
+        sums over the folds to score the pooled pixels as ``evaluate --masks`` does."""
+        rows = []
+        scheme = self.options.scheme
+        frame = self.val_frame
+        for image_id, provider, isup, matrix in zip(frame["image_id"], frame["data_provider"], frame["isup_grade"],
+                                                    self._confusions(model)):
+            scores = mask_scores(matrix, scheme, provider)
+            row: dict[str, Any] = {"id": image_id, "provider": provider,
+                                   "isup": None if pd.isna(isup) else int(isup), "scheme": scheme,
+                                   "dice": scores["mean_dice"], "tumour_dice": scores["tumour_dice"]}
+            row.update({f"px_{t}_{q}": int(matrix[t, q]) for t in range(len(matrix)) for q in range(len(matrix))})
+            rows.append(row)
+        return rows
 
     def preview_images(self, model: nn.Module) -> dict[str, Any]:
         """Truth | prediction over the tissue-tile mosaic of the first validation slides with foreground."""

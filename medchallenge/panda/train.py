@@ -24,8 +24,9 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import read_csv
 from medchallenge.panda import encoding as enc
 from medchallenge.panda.augment import augment_stack
+from medchallenge.panda.bnstats import recompute_bn_stats
 from medchallenge.panda.cutoffs import FIXED, apply_cutoffs, tune_cutoffs
-from medchallenge.panda.data import check_image_ids
+from medchallenge.panda.data import check_image_ids, read_train_csv
 from medchallenge.panda.labels import SCHEMES, mask_channel, to_scheme
 from medchallenge.panda.masks import MaskFolder, tile_mosaic
 from medchallenge.panda.metrics import qwk
@@ -36,6 +37,8 @@ PREVIEWS = 3
 """Validation slides shown in TensorBoard (``--tensorboard``) after each validation."""
 PREVIEW_SIDE = 512
 """Preview mosaics are subsampled to about this many px a side."""
+PRECISE_BN_SLIDES = 256
+"""Training slides whose forward pass re-estimates the BatchNorm statistics before each validation."""
 
 
 class TileStackDataset(Dataset):
@@ -138,7 +141,34 @@ def split_slides(trainer: Trainer, frame: pd.DataFrame, val_fraction: float,
         strata = grades.astype(int).tolist()
     by_group = read_groups(groups) if groups is not None else {}
     names = [by_group.get(i, i) for i in frame["image_id"]]
-    return trainer.split_items(names, strata, val_fraction)
+    train, val = trainer.split_items(names, strata, val_fraction)
+    if by_group and trainer._split is not None:  # the engine lists the groups it split; split.json lists slides
+        ids = frame["image_id"].tolist()
+        trainer._split.update({"train": sorted(ids[i] for i in train), "val": sorted(ids[i] for i in val),
+                               "train_groups": sorted({names[i] for i in train}),
+                               "val_groups": sorted({names[i] for i in val})})
+    return train, val
+
+
+def relabel(index: pd.DataFrame, labels: Path, cache: Path) -> pd.DataFrame:
+    """``--labels FILE`` (a train.csv, e.g. ``panda clean``'s): the cache's slides it lists, with its labels.
+
+    Slides of the cache that the file does not list are left out; provider and ISUP grade come from
+    the file (a cleaned or corrected train.csv relabels the cached tiles without re-tiling).
+
+    Raises:
+        DataError: the file is not a valid train.csv, or lists a slide the cache does not hold.
+    """
+    frame = read_train_csv(labels)
+    cached = set(index["image_id"])
+    missing = [(row, i) for row, i in enumerate(frame["image_id"]) if i not in cached]
+    if missing:
+        row, image_id = missing[0]
+        raise DataError(labels, f"row {row + 2}: slide {image_id} is not in the tile cache {cache}"
+                                f" ({len(missing)} such slide(s)): tile it first, or drop its row")
+    kept = index.drop(columns=["data_provider", "isup_grade"]).merge(
+        frame[["image_id", "data_provider", "isup_grade"]], on="image_id", how="inner")
+    return kept[list(index.columns)].reset_index(drop=True)
 
 
 @dataclass
@@ -153,9 +183,11 @@ class PandaOptions:
     weights: Path | None = None
     val_fraction: float = 0.2
     groups: Path | None = None
+    labels: Path | None = None
     masks: str | None = None
     label_scheme: str | None = None
     grad_checkpoint: bool = False
+    precise_bn: bool = True
 
 
 def _cutoffs_of(row: dict[str, Any] | None) -> list[float] | None:
@@ -170,13 +202,16 @@ class PandaTrainer(Trainer):
 
     challenge = "panda"
     monitor = "qwk"
+    tiebreak = ("val_loss", "min")  # tuned QWK on a few validation slides reaches 1.0 early: then the lower loss
     registry = MODELS
 
     def __init__(self, config: TrainConfig, options: PandaOptions) -> None:
         super().__init__(config, options)
         self.options = options
         self.cache = TileCache(options.cache)
-        labelled = self.cache.index[self.cache.index["isup_grade"].notna()].reset_index(drop=True)
+        index = self.cache.index if options.labels is None else relabel(self.cache.index, options.labels,
+                                                                        options.cache)
+        labelled = index[index["isup_grade"].notna()].reset_index(drop=True)
         if len(labelled) < 2:
             raise DataError(options.cache, f"only {len(labelled)} slide(s) with an ISUP grade: nothing to train on")
         self.masks = None if options.masks is None else SlideMasks(options.masks, options.label_scheme, self.cache)
@@ -257,6 +292,8 @@ class PandaTrainer(Trainer):
         """QWK with the ordinal cut-offs tuned on these slides (``qwk``, picks best.pt), next to the fixed
         cut-offs' (``qwk_fixed``); the cut-offs (``cutoff_1..5``) go into the checkpoint."""
         encoding = self.options.encoding
+        if self.options.precise_bn:
+            self._recompute_bn(model)
         probs, y_true, loss = self._predict(model, self.val_frame)
         fixed = enc.grade_with_cutoffs(encoding, probs, list(FIXED)).numpy()
         row: dict[str, float] = {"val_loss": loss / max(1, len(y_true)), "qwk": qwk(y_true, fixed),
@@ -269,6 +306,17 @@ class PandaTrainer(Trainer):
             row.update({f"cutoff_{k + 1}": c for k, c in enumerate(cutoffs)})
         row["accuracy"] = float(np.mean(y_pred == y_true))
         return row
+
+    def _recompute_bn(self, model: nn.Module) -> None:
+        """BatchNorm statistics of the current weights from the training slides (``panda.bnstats``); the
+        checkpoint saved after this validation carries them."""
+        loader = self.loaders.eval(self._dataset(self.train_frame, augment=False), self.config.batch_size)
+
+        def forward(net: nn.Module, batch: Any) -> None:
+            with self.autocast():
+                net(self.to_device(batch)[0])
+
+        recompute_bn_stats(model, loader, forward, PRECISE_BN_SLIDES)
 
     def oof_rows(self, model: nn.Module) -> list[dict[str, Any]]:
         """One row per validation slide: id, provider, isup (truth), score (the continuous ISUP score),
