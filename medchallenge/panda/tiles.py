@@ -9,12 +9,14 @@ keeps white background a little under 255).
 
 :func:`tile_slide` never decodes the whole level: it estimates every grid tile's sum from a
 coarser pyramid level, reads only the candidate tiles at the requested level and ranks them by
-their exact sums. Candidates are the N best estimates plus every tile whose estimate lies
-within a margin of the N-th; then, until none is left, every unread tile whose estimate lies within
-twice the largest estimate error seen on this slide's read tiles (at least
-:data:`CANDIDATE_MARGIN`) of the exact N-th mean is read too, so a slide whose coarse level
-estimates badly (small tiles, a pyramid whose level sizes were rounded: a shift of one coarse
-pixel) reads more instead of choosing other tiles. When the selection reaches near-white tiles
+their exact sums. Each estimate comes with its spread: how far it moves when the tile's coarse
+footprint shifts by one coarse pixel (a pyramid whose level sizes were rounded drifts by that much;
+large at tissue edges, small inside tissue). Candidates are the N best estimates plus every tile
+whose estimate minus its spread lies within :data:`CANDIDATE_MARGIN` of the N-th; then, until
+none is left, every unread tile whose estimate minus its spread lies within a margin of the exact
+N-th mean is read too: :data:`CANDIDATE_MARGIN`, or twice the largest error the spreads did not
+explain on this slide's read tiles. So a slide whose coarse level estimates badly (small tiles,
+rounded level sizes) reads more instead of choosing other tiles. When the selection reaches near-white tiles
 (little tissue), every tile inside the image is read one by one (never the whole level at once).
 Tiles entirely outside the image are white by construction and need no read. The result equals
 :func:`select_tiles_whole_level` (tested on the project's sample slides and on outside-made ones
@@ -67,7 +69,8 @@ ones (256-px tiles); errors at tissue edges, from a pyramid whose level sizes we
 covered by each tile's shift spread (see _estimate_means). A margin of 4 read 297 tiles of a 51%
 tissue slide where 0.5 reads 90."""
 ERROR_SAFETY = 2.0
-"""Unread tiles are ruled out only beyond this many times the largest estimate error seen."""
+"""Unread tiles are ruled out only beyond this many times the largest estimate error seen on the
+read tiles beyond their spreads."""
 
 
 @dataclass
