@@ -213,7 +213,7 @@ def per_patch_havaei(challenge: str, args: argparse.Namespace) -> dict:
 
 
 def naive_midog(args: argparse.Namespace, image: Path) -> dict:
-    """The report's MIDOG inference: decode the whole image, then one 512 px patch at a time, fp32.
+    """The report's MIDOG inference: decode the whole image, then one patch at a time (512 px at real scale), fp32.
 
     Times ``args.naive_patches`` patches of ``image`` with a randomly initialised detector of the bench's
     backbone and extrapolates to every patch of the 10 %-overlap grid (seconds per image, NMS not included).
@@ -226,7 +226,7 @@ def naive_midog(args: argparse.Namespace, image: Path) -> dict:
     from medchallenge.midog.models import build_detector
 
     train = te.SPECS["midog"].train[args.scale]
-    backbone, patch = train[train.index("--model") + 1], 512
+    backbone, patch = train[train.index("--model") + 1], int(train[train.index("--patch-size") + 1])
     device = resolve_device(args.device)
     model = build_detector(backbone, 2, patch).to(device).eval()
     start = time.perf_counter()
