@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,12 @@ def held_out(root: Path, name: str, checkpoints: list[Path], device: str, tta: b
     """(score on the held-out answers, predict seconds)."""
     from medchallenge.brats.predict import evaluate_brats
 
-    args = ["brats", "predict", "--data", str(root), "--out", str(root / f"pred-{name}"), "--device", device]
+    test = root / "held-out"  # only the held-out cases (links): predict would also segment the training cases
+    if not test.exists():
+        test.mkdir()
+        for case in (root / "answers").iterdir():
+            (test / case.name).symlink_to(root / case.name, target_is_directory=True)
+    args = ["brats", "predict", "--data", str(test), "--out", str(root / f"pred-{name}"), "--device", device]
     for c in checkpoints:
         args += ["--checkpoint", str(c)]
     start = time.perf_counter()
@@ -118,7 +124,10 @@ def main() -> None:
         result["gpu"] = torch.cuda.get_device_name()
     if not args.skip_seeds:
         seeds = range(args.first_seed, args.first_seed + args.seeds)
-        rows = [one_seed(args.work, seed, args.device, not args.no_folds) for seed in seeds]
+        rows = []
+        for seed in seeds:
+            rows.append(one_seed(args.work, seed, args.device, not args.no_folds))
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress: a seed's row as it ends
         result["seeds"] = rows
         for key in ("single", "single_tta", "ensemble3", "ensemble3_tta", "cv_pooled"):
             values = [r[key] for r in rows if key in r]

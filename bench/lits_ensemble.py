@@ -1,13 +1,15 @@
-"""LiTS on synthetic data: one fold model vs the 3-fold ensemble vs the ensemble with --tta.
+"""LiTS on synthetic data: the demo's single model (± --tta) vs the 3-fold ensemble vs the ensemble with --tta.
 
-    .venv/bin/python bench/lits_ensemble.py --seeds 0 1 2 --epochs 2 --patches 512
+    .venv/bin/python bench/lits_ensemble.py --seeds 0 1 2 --single-seeds 3 4 --from BRATS/best.pt
 
-For each seed: ``lits sample`` (the seed draws the data and the split), ``tile``, three
-``train --n-folds 3 --fold K --transfer none`` runs, ``cv``, then ``predict`` on the held-out
-test volumes with fold 0 alone, with the three folds (``--checkpoint cv``) and with the three
-folds mirrored (``--tta``), each scored by ``evaluate``. Prints one JSON object: per mode the
-mean ± sd over seeds of the held-out Dice numbers and of the predict time, plus the pooled
-out-of-fold (cv) score.
+For each seed: ``lits sample`` (the seed draws the data and the split), ``tile``, the demo's
+``train`` (2 epochs of 512 patches, batch 64, ``--transfer both --from`` a BraTS checkpoint, or
+``--transfer none`` without ``--from``) on the default split, predicted as is and with ``--tta``;
+for the seeds of ``--seeds`` also three ``train --n-folds 3 --fold K`` runs, ``cv``, and
+``predict`` with the three folds (``--checkpoint cv``) and the three folds mirrored (``--tta``).
+Each prediction of the held-out test volumes is scored by ``evaluate``. Prints one JSON object:
+per mode the mean ± sd over seeds of the held-out Dice numbers and of the predict time, plus the
+pooled out-of-fold (cv) score. ``single`` over ``--seeds`` + ``--single-seeds`` is the seed table.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,27 +42,37 @@ def _json(*args: Any) -> dict[str, Any]:
     return json.loads(_run(*args, "--json").strip().splitlines()[-1])
 
 
-def one_seed(root: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Train the folds of one seed and score the three ways of predicting the test volumes."""
+def _train(root: Path, run: Path, seed: int, args: argparse.Namespace, *fold: Any) -> Path:
+    source = ["--from", args.source, "--transfer", "both"] if args.source else ["--transfer", "none"]
+    _run("lits", "train", "--cache", root / "patches", "--out", run, *source, *fold, "--seed", seed,
+         "--epochs", args.epochs, "--patches-per-epoch", args.patches, "--batch-size", 64, "--device", args.device,
+         "--workers", 0)
+    return run
+
+
+def _held_out(root: Path, mode: str, args: argparse.Namespace, *extra: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    _run("lits", "predict", "--data", root, "--out", root / mode, "--device", args.device, *extra)
+    seconds = time.perf_counter() - started
+    metrics = _json("lits", "evaluate", "--predictions", root / mode, "--truth", root / "answers",
+                    "--out", root / f"eval-{mode}")
+    return {**{k: metrics[k] for k in KEYS}, "predict_s": round(seconds, 2)}
+
+
+def one_seed(root: Path, seed: int, args: argparse.Namespace, folds: bool) -> dict[str, Any]:
+    """The single model (and with folds, the fold ensemble) of one seed, scored the ways of predicting."""
     _run("lits", "sample", "--out", root, "--n-cases", args.cases, "--size", args.size, "--n-slices", args.slices,
          "--seed", seed)
     _run("lits", "tile", "--data", root, "--cache", root / "patches")
-    runs = []
-    for fold in range(3):
-        run = root / f"fold{fold}"
-        _run("lits", "train", "--cache", root / "patches", "--out", run, "--transfer", "none", "--n-folds", 3,
-             "--fold", fold, "--seed", seed, "--epochs", args.epochs, "--patches-per-epoch", args.patches,
-             "--batch-size", 64, "--device", args.device, "--workers", 0)
-        runs.append(run)
-    out: dict[str, Any] = {"cv": _json("lits", "cv", *runs, "--out", root / "cv")["score"]}
-    for mode, extra in (("single", ["--checkpoint", runs[0]]), ("ensemble3", ["--checkpoint", root / "cv"]),
-                        ("ensemble3_tta", ["--checkpoint", root / "cv", "--tta"])):
-        started = time.perf_counter()
-        _run("lits", "predict", "--data", root, "--out", root / mode, "--device", args.device, *extra)
-        seconds = time.perf_counter() - started
-        metrics = _json("lits", "evaluate", "--predictions", root / mode, "--truth", root / "answers",
-                        "--out", root / f"eval-{mode}")
-        out[mode] = {**{k: metrics[k] for k in KEYS}, "predict_s": round(seconds, 2)}
+    single = _train(root, root / "single", seed, args)
+    out: dict[str, Any] = {"single": _held_out(root, "single", args, "--checkpoint", single),
+                           "single_tta": _held_out(root, "single_tta", args, "--checkpoint", single, "--tta")}
+    if not folds:
+        return out
+    runs = [_train(root, root / f"fold{k}", seed, args, "--n-folds", 3, "--fold", k) for k in range(3)]
+    out["cv"] = _json("lits", "cv", *runs, "--out", root / "cv")["score"]
+    out["ensemble3"] = _held_out(root, "ensemble3", args, "--checkpoint", root / "cv")
+    out["ensemble3_tta"] = _held_out(root, "ensemble3_tta", args, "--checkpoint", root / "cv", "--tta")
     return out
 
 
@@ -72,8 +85,10 @@ def _mean_sd(values: list[float | None]) -> list[float | None]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--cases", type=int, default=12)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds with the 3 folds")
+    parser.add_argument("--single-seeds", type=int, nargs="*", default=[], help="seeds of the single model only")
+    parser.add_argument("--from", dest="source", default=None, help="BraTS checkpoint (--transfer both)")
+    parser.add_argument("--cases", type=int, default=8)
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--slices", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
@@ -83,11 +98,13 @@ def main() -> None:
     os.environ.setdefault("MEDCHALLENGE_PLAIN", "1")
     per_seed = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            per_seed[seed] = one_seed(Path(tmp) / f"seed{seed}", seed, args)
-    summary: dict[str, Any] = {"cv_tumor_dice_per_case": _mean_sd([r["cv"] for r in per_seed.values()])}
-    for mode in ("single", "ensemble3", "ensemble3_tta"):
-        summary[mode] = {k: _mean_sd([r[mode][k] for r in per_seed.values()]) for k in (*KEYS, "predict_s")}
+        for seed in [*args.seeds, *args.single_seeds]:
+            per_seed[seed] = one_seed(Path(tmp) / f"seed{seed}", seed, args, folds=seed in args.seeds)
+            print(json.dumps({"seed": seed, **per_seed[seed]}), file=sys.stderr, flush=True)  # progress
+    summary: dict[str, Any] = {"cv_tumor_dice_per_case": _mean_sd([r["cv"] for r in per_seed.values() if "cv" in r])}
+    for mode in ("single", "single_tta", "ensemble3", "ensemble3_tta"):
+        rows = [r[mode] for r in per_seed.values() if mode in r]
+        summary[mode] = {"n_seeds": len(rows), **{k: _mean_sd([r[k] for r in rows]) for k in (*KEYS, "predict_s")}}
     print(json.dumps({"bench": "lits_ensemble", "settings": vars(args), "mean_sd_over_seeds": summary,
                       "per_seed": per_seed}))
 
