@@ -10,11 +10,17 @@
 #      --platform manylinux2014_x86_64 --only-binary=:all: --no-deps -d .whl"
 #   python3 -m pip download $P simpleitk==2.5.7 imagecodecs openslide-bin==4.0.1.2 openslide-python==1.4.7
 #   python3 -m pip download --no-deps --no-binary=:all: -d .whl efficientnet_pytorch==0.7.1   # an sdist (pure Python)
-# then run this script with .whl carried (device tool: carry [".whl"]), e.g.
-#   bash bench/gpu_checks_perf.sh 2>&1 | tee $OUT/perf.log
-# Every result is merged into one file, ${COMBINED:-$OUT/perf_gpu.json} (the device returns at most 8 files).
+# then run this script with .whl carried (device tool: carry [".whl"]). One device call may last 10 minutes,
+# so split it into calls made back to back (the machine stays warm 30 s; WORK keeps data and checkpoints):
+#   CHALLENGES="panda kits"   SKIP=targets         WORK=/tmp/perf COMBINED=$OUT/perf_1.json bash bench/gpu_checks_perf.sh
+#   CHALLENGES="brats lits"   SKIP=targets         WORK=/tmp/perf COMBINED=$OUT/perf_2.json bash bench/gpu_checks_perf.sh
+#   CHALLENGES="midog lympho" SKIP=targets         WORK=/tmp/perf COMBINED=$OUT/perf_3.json bash bench/gpu_checks_perf.sh
+#   SKIP="train predict"                           WORK=/tmp/perf COMBINED=$OUT/perf_4.json bash bench/gpu_checks_perf.sh
+# Every result of a call is merged into one file, ${COMBINED:-$OUT/perf_gpu.json} (the device returns at most
+# 8 files); the log (stdout) ends with one summary line per challenge.
 # Env: PY (interpreter, default python3), SKIP (space-separated step names to skip: train predict targets),
-# SCALE (default real), REPEATS (default 2), CHALLENGES (default all six), and for a dry run of every command on
+# SCALE (default real), REPEATS (default 2), EPOCHS (default 3, the last reported), WORK (data kept there, else
+# a temporary folder removed at the end), CHALLENGES (default all six), and for a dry run of every command on
 # a CPU: DEVICE=cpu SCALE=small REPEATS=1 KITS_SLICES=24 KITS_SIZE=128 MIDOG_SIZE=768 THREADS=1.
 set -uo pipefail
 export MEDCHALLENGE_PLAIN=1 PYTHONUNBUFFERED=1
@@ -29,16 +35,18 @@ KITS_SLICES=${KITS_SLICES:-611}
 KITS_SIZE=${KITS_SIZE:-512}
 MIDOG_SIZE=${MIDOG_SIZE:-7215}
 THREADS=${THREADS:+--threads $THREADS}
+EPOCHS=${EPOCHS:-3}
 RESULTS=$(mktemp -d)
 COMBINED=${COMBINED:-${OUT:-/tmp}/perf_gpu.json}
 if compgen -G ".whl/*" >/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/* || exit 1
+  $PY -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/* || exit 1
   export PYTHONPATH=$PYTHONPATH:/tmp/site
 fi
 if [ "$DEVICE" = cuda ]; then
   $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA'; print('gpu', torch.cuda.get_device_name(), 'torch', torch.__version__)" || exit 1
 fi
-W=$(mktemp -d)
+W=${WORK:-$(mktemp -d)}
+mkdir -p "$W"
 uptime
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
 
@@ -47,11 +55,11 @@ skip() { [[ " $SKIP " == *" $1 "* ]]; }
 if ! skip train; then
   for c in $CHALLENGES; do
     $PY bench/train_e2e.py --challenge $c --device $DEVICE --scale $SCALE --repeats $REPEATS --work $W $THREADS \
-      --json-out "$RESULTS/train_$c.json" >/dev/null
+      --epochs $EPOCHS --json-out "$RESULTS/train_$c.json" >/dev/null
   done
   # BraTS phase-1 InputCascadeCNN (65 px patches); its own data folder name is the same, so a second work dir
-  $PY bench/train_e2e.py --challenge brats --device $DEVICE --scale $SCALE --repeats $REPEATS --brats-model inputcascade \
-    --work $W/inputcascade $THREADS --json-out "$RESULTS/train_brats_inputcascade.json" >/dev/null
+  [[ " $CHALLENGES " == *" brats "* ]] && $PY bench/train_e2e.py --challenge brats --device $DEVICE --scale $SCALE --repeats $REPEATS --brats-model inputcascade \
+    --work $W/inputcascade $THREADS --epochs $EPOCHS --json-out "$RESULTS/train_brats_inputcascade.json" >/dev/null
 fi
 
 # 2. end-to-end predict, ours vs the seed's way (fp32, the report's batch, per-patch loops), on the data of step 1
@@ -101,4 +109,5 @@ EOF
 $PY -c "import json,sys,pathlib; d={p.name: (json.loads(p.read_text()) if p.suffix == '.json' else p.read_text())
 for p in sorted(pathlib.Path(sys.argv[1]).iterdir())}; pathlib.Path(sys.argv[2]).write_text(json.dumps(d, indent=1))" \
   "$RESULTS" "$COMBINED" && echo "all results: $COMBINED"
-rm -rf "$W" "$RESULTS"
+[ -n "${WORK:-}" ] || rm -rf "$W"
+rm -rf "$RESULTS"

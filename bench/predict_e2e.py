@@ -284,6 +284,10 @@ def bench_challenge(challenge: str, args: argparse.Namespace, work: Path) -> dic
             runs[variant].append(predict_once(challenge, variant, args, data, ckpt))
     entry = {"seed_cli": summarise(runs["seed"]), "ours": summarise(runs["ours"])}
     entry["ratio_ours_vs_seed_cli"] = round(entry["seed_cli"]["s_per_item"] / entry["ours"]["s_per_item"], 3)
+    if challenge == "kits" and args.kits_slices:  # the target is per case: say its size and slices/s
+        entry["case"] = [args.kits_slices, args.kits_size, args.kits_size]
+        for name in ("seed_cli", "ours"):
+            entry[name]["slices_per_s"] = round(args.kits_slices / entry[name]["s_per_item"], 1)
     if challenge in PER_PATCH:
         if challenge == "midog":
             image = data / f"{test_ids(data / 'answers' / 'MIDOG.json').split(',')[0].zfill(3)}.tiff"

@@ -56,7 +56,7 @@ class Spec:
 SPECS: dict[str, Spec] = {
     "panda": Spec(
         "slides",
-        {"small": ["--n-slides", "10", "--size", "1024"], "real": ["--n-slides", "48", "--size", "6144"]},
+        {"small": ["--n-slides", "10", "--size", "1024"], "real": ["--n-slides", "64", "--size", "6144"]},
         {"small": ["--level", "1", "--n-tiles", "8", "--tile-size", "32"],
          "real": ["--level", "1", "--n-tiles", "36", "--tile-size", "256"]},
         {"small": ["--model", "efficientnet-b0", "--no-pretrained", "--val-fraction", "0.25"],
