@@ -187,7 +187,9 @@ class MidogTrainer(Trainer):
     def model_spec(self) -> dict[str, Any]:
         o = self.options
         return {"name": "retinanet", "kwargs": {"backbone": o.model, "num_classes": self._num_classes(),
-                                                "patch_size": o.patch_size, "trainable_layers": o.trainable_layers}}
+                                                "patch_size": o.patch_size, "trainable_layers": o.trainable_layers,
+                                                # from scratch, the ResNet18 needs a real normalisation
+                                                **({"norm": "group"} if o.model == "resnet18" else {})}}
 
     def prepare_model(self, model: nn.Module) -> None:
         o = self.options
