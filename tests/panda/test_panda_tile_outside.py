@@ -36,7 +36,9 @@ def bench() -> ModuleType:
 def slides(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("outside")
     out = {}
-    for seed, layout in enumerate(("cores_pen", "resection", "fragments")):
+    # seeds where each safeguard is needed: fragments 0 (32 px, 12 tiles, mode 0) needs the shift
+    # spread, cores_pen 2 (32 px, 36 tiles, mode 0) the second round; a margin alone fails on most
+    for layout, seed in (("cores_pen", 2), ("resection", 1), ("fragments", 0)):
         info = bench.write_outside_slide(root / f"{layout}.tiff", layout, 700, seed, stored_tile=64)
         w1, h1 = info.level_dims[1]
         assert w1 != h1 and w1 % 32 and h1 % 32  # odd, non-square: the grid is padded and shifted
@@ -47,7 +49,7 @@ def slides(bench: ModuleType, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 
 @pytest.mark.parametrize("mode", [0, 2])
-@pytest.mark.parametrize("n_tiles", [12, 40])
+@pytest.mark.parametrize("n_tiles", [12, 36, 40])
 def test_fast_path_equals_whole_level_rule(slides: dict[str, Path], mode: int, n_tiles: int) -> None:
     for path in slides.values():
         fast = tile_slide(path, level=1, n_tiles=n_tiles, tile_size=32, mode=mode)
@@ -126,12 +128,24 @@ def test_direct_jpeg_decode_equals_tifffile(slides: dict[str, Path], monkeypatch
     monkeypatch.setattr(imagecodecs, "jpeg8_decode", counting)
     with open_slide(path) as reader:
         reader.TILE_CACHE = 2
+        h, w = levels[0].shape[:2]
+        ds = reader.level_downsamples[1]
         for level, expected in zip((1, 2), levels):
             np.testing.assert_array_equal(reader.read_level(level), expected)
-        h, w = levels[0].shape[:2]
         garbage = np.full((50, 50, 3), 7, np.uint8)
-        ds = reader.level_downsamples[1]
         assert len(direct) > 10 and all(direct)  # the direct path was taken, into buffers
+        reader.TILE_CACHE = 3
+        t = 64  # the stored tile size: read each stored tile, then the two before again (cache hits
+        for y in range(0, h, t):  # that must not have been written over by a recycled buffer)
+            done: list[int] = []
+            for x in range(0, w, t):
+                done.append(x)
+                for px in done[::-1][:3]:
+                    got = reader.read_region(int(round(px * ds)), int(round(y * ds)), 1, t, t)
+                    want = np.full((t, t, 3), 255, np.uint8)
+                    part = levels[0][y:y + t, px:px + t]
+                    want[:part.shape[0], :part.shape[1]] = part
+                    np.testing.assert_array_equal(got, want)
         region = reader.read_region(int(round((w - 20) * ds)), int(round(-10 * ds)), 1, 50, 50, out=garbage)
         assert region is garbage  # written in place
         assert (region[:10] == 255).all() and (region[:, 20:] == 255).all()  # outside: white, not garbage
