@@ -98,7 +98,7 @@ def main() -> None:
     os.environ.setdefault("MEDCHALLENGE_PLAIN", "1")
     per_seed = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in [*args.seeds, *args.single_seeds]:
+        for seed in [*args.single_seeds, *args.seeds]:  # the cheap single-model seeds first
             per_seed[seed] = one_seed(Path(tmp) / f"seed{seed}", seed, args, folds=seed in args.seeds)
             print(json.dumps({"seed": seed, **per_seed[seed]}), file=sys.stderr, flush=True)  # progress
     summary: dict[str, Any] = {"cv_tumor_dice_per_case": _mean_sd([r["cv"] for r in per_seed.values() if "cv" in r])}
