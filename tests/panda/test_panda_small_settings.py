@@ -138,3 +138,11 @@ def test_cv_pools_unet_folds_by_pixels(small: Path) -> None:
     assert result["score"] == pytest.approx(mask_scores(matrix, "unified", "radboud")["mean_dice"])
     mixed = _error(["panda", "cv", str(runs[0]), str(small / "grouped"), "--out", str(small / "mixed")])
     assert "mixed" in mixed or "different splits" in mixed
+
+
+def test_best_checkpoint_ties_go_to_the_lower_validation_loss(tmp_path: Path) -> None:
+    from medchallenge.core.engine.saver import CheckpointSaver
+
+    saver = CheckpointSaver(tmp_path, PandaTrainer.monitor, PandaTrainer.monitor_mode, PandaTrainer.tiebreak)
+    rows = [{"qwk": 1.0, "val_loss": 0.9}, {"qwk": 1.0, "val_loss": 0.4}, {"qwk": 1.0, "val_loss": 0.6}]
+    assert [saver.improves(row) for row in rows] == [True, True, False]  # 6 validation slides: 1.0 at once
