@@ -40,7 +40,7 @@ from typing import Any
 CONFIG: dict[str, list[str]] = {
     "sample": ["--n-cases", "12", "--size", "96"],
     "tile": ["--workers", "2"],
-    "train": ["--epochs", "8", "--batch-size", "8", "--lr", "0.002", "--patch-size", "96", "--depth", "3",
+    "train": ["--epochs", "16", "--batch-size", "8", "--lr", "0.002", "--patch-size", "96", "--depth", "3",
               "--width", "16", "--batch-norm", "--loss", "dice-ce", "--oversample", "0.5", "--workers", "0",
               "--device", "cpu"],
     "predict": ["--cases", "210-212", "--device", "cpu"],
@@ -168,10 +168,13 @@ def main() -> None:
     parser.add_argument("--single-only", action="store_true", help="only the single model, with and without --tta")
     parser.add_argument("--no-mirror", dest="mirror", action="store_false", help="train with --no-mirror")
     parser.add_argument("--cost", action="store_true", help="time the forwards of each variant in process")
+    parser.add_argument("--epochs", type=int, default=None, help="train epochs instead of the demo's")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each CLI process")
     parser.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here after every seed")
     args = parser.parse_args()
+    if args.epochs is not None:
+        CONFIG["train"][CONFIG["train"].index("--epochs") + 1] = str(args.epochs)
     root = args.keep or Path(tempfile.mkdtemp(prefix="kits-robustness-"))
     root.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"seeds": args.seeds, "mirror": args.mirror, "config": CONFIG, "threads": args.threads,
