@@ -23,11 +23,12 @@ import time
 from pathlib import Path
 
 CLI = [str(Path(sys.executable).parent / "medchallenge")]
+THREADS = {"n": "1"}  # --threads: on a shared, oversubscribed machine 2 threads ran 10× slower than 1
 
 
 def run(args: list[str], cwd: Path) -> str:
     """One CLI call; its stdout (a failed call stops the bench with its output)."""
-    env = {**os.environ, "MEDCHALLENGE_PLAIN": "1"}
+    env = {**os.environ, "MEDCHALLENGE_PLAIN": "1", "OMP_NUM_THREADS": THREADS["n"], "MKL_NUM_THREADS": THREADS["n"]}
     done = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
@@ -87,9 +88,11 @@ def main() -> None:
     parser.add_argument("--patches-per-image", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--tta", action="store_true", help="also predict with --tta (8× the detection time)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of each CLI call")
     args = parser.parse_args()
+    THREADS["n"] = str(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         results = [one_seed(seed, args, Path(tmp)) for seed in args.seeds]
     print(json.dumps({"config": vars(args), "seeds": results,

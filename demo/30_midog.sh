@@ -11,7 +11,7 @@ medchallenge midog check --data .
 # tiled TIFF copies (with MIDOG.json) in ./tiles: train reads patches from them
 medchallenge midog tile --cache tiles
 medchallenge midog train --cache tiles --model resnet18 --no-pretrained --patch-size 96 --patches-per-image 12 \
-  --batch-size 8 --epochs 4 --lr 1e-3 --workers 0 --val-fraction 0.25 --out runs/demo
+  --batch-size 8 --epochs 4 --lr 3e-4 --workers 0 --val-fraction 0.25 --out runs/demo
 TEST_IDS=$(python3 -c "import json; print(','.join(str(i['id']) for i in json.load(open('answers/MIDOG.json'))['images']))")
 # two parts, as an array job would run them: predictions/detections.part-K-of-2.json (px) and
 # predictions/grand-challenge.part-K-of-2.json (the reference container's documents, mm)
