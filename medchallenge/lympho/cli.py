@@ -33,6 +33,8 @@ def sample(
     min_bag: Annotated[int, typer.Option("--min-bag", min=1, help="Fewest images per patient.")] = 8,
     max_bag: Annotated[int, typer.Option("--max-bag", min=1, help="Most images per patient.")] = 24,
     seed: opt.SeedOpt = 0,
+    signal: Annotated[float, typer.Option("--signal", min=0.0, max=1.0, help=(
+        "How much malignant patients differ (cells and lymphocyte count): 1 easy, smaller harder."))] = 1.0,
 ) -> None:
     """Write a synthetic dataset in the real layout (+ answers/test_labels.csv).
 
@@ -41,7 +43,7 @@ def sample(
     from medchallenge.core.console import log
     from medchallenge.lympho.sample import write_sample_dataset
 
-    counts = write_sample_dataset(out, n_patients, seed, min_bag, max_bag)
+    counts = write_sample_dataset(out, n_patients, seed, min_bag, max_bag, signal=signal)
     log(f"wrote {counts['train']} training and {counts['test']} test patient(s) to {out}")
 
 
