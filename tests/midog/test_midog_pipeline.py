@@ -75,7 +75,7 @@ def test_end_to_end(tmp_path: Path) -> None:
     _ok(["midog", "tile", "--data", str(data), "--cache", str(tmp_path / "tiles")])
     _ok(["midog", "train", "--cache", str(tmp_path / "tiles"), "--out", str(tmp_path / "run"), "--model", "resnet18",
          "--no-pretrained", "--patch-size", "96", "--patches-per-image", "12", "--batch-size", "8", "--epochs", "4",
-         "--lr", "1e-3", "--device", "cpu", "--workers", "0", "--val-fraction", "0.25"])
+         "--lr", "3e-4", "--device", "cpu", "--workers", "0", "--val-fraction", "0.25"])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["grad_clip"] == 10.0 and config["options"]["cache"] == str(tmp_path / "tiles")
     test_ids = [img["id"] for img in json.loads((data / "answers" / "MIDOG.json").read_text())["images"]]
@@ -91,7 +91,7 @@ def test_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "evaluation" / "crops.png").is_file() and not (pred / "evaluation").exists()
     assert metrics["challenge"] == "midog" and metrics["score"] == metrics["f1"] and metrics["n"] == len(test_ids)
     assert set(metrics) >= {"tp", "fp", "fn", "precision", "recall", "f1", "by_scanner"}
-    assert metrics["f1"] > 0.1, metrics
+    assert metrics["f1"] > 0.5, metrics  # 0.57–1.0 over 5 seeds (bench/midog_seeds.py), 0.9 at seed 0
     first = next(r for r in pd.read_csv(tmp_path / "evaluation" / "cases.csv").to_dict("records")
                  if r["image"] == f"{test_ids[0]:03d}.tiff")
     _ok(["midog", "predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--data", str(data), "--cases",
