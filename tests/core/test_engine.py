@@ -259,3 +259,27 @@ def test_every_epoch_row_says_how_long_the_loop_waited_for_data(tmp_path: Path) 
     Slow(_config(tmp_path / "run", epochs=1)).fit()
     share = pd.read_csv(tmp_path / "run" / "metrics.csv")["data_wait_share"].iloc[0]
     assert 0.2 < share <= 1.0
+
+
+def test_samples_per_s_counts_what_batch_samples_says(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A detection batch (a list of images) is not stacked: the Trainer's batch_samples hook counts it."""
+    from medchallenge.core.engine import steplog
+
+    counted: list[int] = []
+    update = steplog.StepLog.update
+
+    def spy(self, step, loss, lr, samples, wait):  # noqa: ANN001, ANN202
+        counted.append(samples)
+        return update(self, step, loss, lr, samples, wait)
+
+    monkeypatch.setattr(steplog.StepLog, "update", spy)
+    ToyTrainer(_config(tmp_path / "a", epochs=1)).fit()
+    assert counted == [8] * 8  # default: the leading size of the first tensor
+
+    class ListBatches(ToyTrainer):
+        def batch_samples(self, batch):  # noqa: ANN001, ANN202
+            return 3 * len(batch[0])
+
+    counted.clear()
+    ListBatches(_config(tmp_path / "b", epochs=1)).fit()
+    assert counted == [24] * 8

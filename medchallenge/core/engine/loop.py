@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from medchallenge.core import console
 from medchallenge.core.engine.position import EpochPosition, set_rng_state
-from medchallenge.core.engine.steplog import StepLog, batch_len
+from medchallenge.core.engine.steplog import StepLog
 from medchallenge.core.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def train_one_epoch(trainer: Trainer, model: nn.Module, loader: DataLoader, stat
                 if after_step is not None and step + 1 < n_batches:
                     after_step(EpochPosition(epoch, step + 1, total, count))
             lr = state.optimizer.param_groups[0]["lr"]
-            steplog.update(step + 1, total / count, lr, batch_len(batch), wait)
+            steplog.update(step + 1, total / count, lr, trainer.batch_samples(batch), wait)
             trainer.record_step(epoch * n_batches + step + 1, loss_value, lr)
             fetched = time.perf_counter()
     return total / max(count, 1), steplog.rate(), steplog.wait_share()

@@ -36,6 +36,7 @@ from medchallenge.core.engine.optim import build_optimizer, build_scheduler, opt
 from medchallenge.core.engine.position import EpochPosition, StopFlag, rng_state
 from medchallenge.core.engine.runlog import RunLog, require_tensorboard
 from medchallenge.core.engine.saver import CheckpointSaver
+from medchallenge.core.engine.steplog import batch_len
 from medchallenge.core.errors import OptionError, Preempted
 from medchallenge.core.io import write_csv, write_json
 from medchallenge.core.jsonio import strict_json
@@ -187,6 +188,11 @@ class Trainer:
 
     def to_device(self, batch: Any) -> Any:
         return to_device(batch, self.device, self.config.channels_last)
+
+    def batch_samples(self, batch: Any) -> int:
+        """Samples in a training batch, for the logged samples/s: the leading size of its first tensor.
+        Override where a batch is not stacked (detection: a list of images)."""
+        return batch_len(batch)
 
     @property
     def is_main(self) -> bool:
