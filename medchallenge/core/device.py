@@ -12,11 +12,30 @@ import torch
 from medchallenge.core.errors import OptionError
 
 
+def fit_threads() -> int:
+    """Limit PyTorch's CPU threads to the CPUs this process may run on; returns the thread count.
+
+    PyTorch starts one thread per physical core of the node, whatever the batch scheduler granted:
+    a job given 4 CPUs of a 64-core node (Slurm ``--cpus-per-task 4`` sets the process's CPU
+    affinity) would run 32 threads on 4 CPUs, several times slower than 4 threads. An explicit
+    ``OMP_NUM_THREADS`` (torchrun sets it to 1 per rank) is left as it is.
+    """
+    if "OMP_NUM_THREADS" in os.environ or not hasattr(os, "sched_getaffinity"):
+        return torch.get_num_threads()
+    allowed = max(1, len(os.sched_getaffinity(0)) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if allowed < torch.get_num_threads():
+        torch.set_num_threads(allowed)
+    return torch.get_num_threads()
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
     """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a device, checking it exists.
 
-    Under torchrun, ``auto`` and ``cuda`` mean the GPU of this process's LOCAL_RANK.
+    Under torchrun, ``auto`` and ``cuda`` mean the GPU of this process's LOCAL_RANK. Every train
+    and predict resolves its device first, so this is also where the CPU threads are fitted to the
+    CPUs granted (:func:`fit_threads`).
     """
+    fit_threads()
     spec = spec.strip().lower()
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
