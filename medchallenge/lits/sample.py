@@ -1,7 +1,7 @@
 """A small synthetic LiTS dataset: abdominal CT (signed HU) with a liver holding darker lesions.
 
 The body is fatty tissue (−90 HU), the liver enhanced (110 HU), its lesions hypodense (15 HU), noise
-10 HU. Lesions (1–3 per volume, radius 3.5–6 px at 48 px, about 1–3 slices) make 10–20% of the
+10 HU. Lesions (1–3 per volume, radius 3.5–6 px at 48 px, about 1–3 slices) make 4–32% of the
 liver: the demo's 1,024 patches learn them. The earlier sample (body 40 HU, lesions 55 HU of radius
 2.5–4.5 px: about 43 voxels a volume, 1.5 noise sd from the body) gave the demo a tumour Dice of
 0.01: every tumour voxel was called liver, and the tumour calls lay in the body.
