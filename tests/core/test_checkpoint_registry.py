@@ -55,3 +55,23 @@ def test_registry_refuses_unknown_and_duplicate_names() -> None:
         MODELS.build({"name": "vit"})
     with pytest.raises(ValueError, match="registered twice"):
         MODELS.register("mlp")(_mlp)
+
+
+def test_load_models_runs_members_one_at_a_time_when_they_do_not_fit(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from medchallenge.core import offload
+    from medchallenge.core.checkpoint import load_models
+
+    spec = {"name": "mlp", "kwargs": {"in_channels": 3}}
+    models = [MODELS.build(spec), MODELS.build(spec)]
+    for i, model in enumerate(models):
+        _save(tmp_path / f"{i}.pt", spec, model)
+    paths = [tmp_path / "0.pt", tmp_path / "1.pt"]
+    together = load_models(paths, MODELS, challenge="toy")
+    assert not any(isinstance(m, offload.OneAtATime) for m, _ in together)
+    monkeypatch.setattr(offload, "free_bytes", lambda device: 100)  # a nearly full device
+    apart = load_models(paths, MODELS, challenge="toy")
+    assert all(isinstance(m, offload.OneAtATime) for m, _ in apart)
+    x = torch.randn(2, 3)
+    for (member, _), model in zip(apart, models):
+        torch.testing.assert_close(member(x), model.eval()(x))
