@@ -31,7 +31,9 @@ def draw_case(size: int, n_slices: int, rng: np.random.Generator) -> tuple[np.nd
     labels = np.zeros(hu.shape, np.uint8)
     hu[liver] = 110
     labels[liver] = 1
-    points = np.argwhere(radius <= 0.5)  # lesion centres inside the liver: one at its rim would be cut to a sliver
+    # lesion centres inside the liver: one at its rim would be cut to a sliver (a 1–2-slice volume has no
+    # inner half along z: then anywhere in the liver)
+    points = np.argwhere(radius <= 0.5) if (radius <= 0.5).any() else np.argwhere(liver)
     for _ in range(int(rng.integers(1, 4))):
         t = points[rng.integers(len(points))]
         r = rng.uniform(3.5, 6.0) * size / 48
