@@ -161,9 +161,8 @@ def train(
     grad_checkpoint: Annotated[bool, typer.Option("--grad-checkpoint", rich_help_panel=MODEL, help="Recompute block activations in backward (less GPU memory).")] = False,
     val_fraction: Annotated[float, typer.Option("--val-fraction", rich_help_panel=DATA, help="Share of slides for validation.")] = 0.2,
     groups: Annotated[Optional[Path], typer.Option("--groups", rich_help_panel=DATA, help="CSV image_id,group: slides of a group (duplicates, serial sections) stay on one side of every split.")] = None,
-    # --labels and --precise-bn are hidden until docs/cli.md (the contract test's table) names them
-    labels: Annotated[Optional[Path], typer.Option("--labels", rich_help_panel=DATA, hidden=True, help="A train.csv (e.g. `panda clean`'s): train on the cached slides it lists, with its grades.")] = None,
-    precise_bn: Annotated[bool, typer.Option("--precise-bn/--no-precise-bn", rich_help_panel=MODEL, hidden=True, help="Classifier: re-estimate BatchNorm statistics on the training slides before each validation (short runs need it).")] = True,
+    labels: Annotated[Optional[Path], typer.Option("--labels", rich_help_panel=DATA, help="A train.csv (e.g. `panda clean`'s): train on the cached slides it lists, with its grades.")] = None,
+    precise_bn: Annotated[bool, typer.Option("--precise-bn/--no-precise-bn", rich_help_panel=MODEL, help="Classifier: re-estimate BatchNorm statistics on the training slides before each validation (short runs need it).")] = True,
     pretrained: opt.PretrainedOpt = True,
     weights: opt.WeightsOpt = None,
     *,
