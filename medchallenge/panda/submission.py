@@ -6,14 +6,15 @@ every tile. Several checkpoints (an ensemble) average their scores; the averaged
 graded with the cut-offs ``--threshold`` resolves (tuned on validation and stored, by default). From a tile cache
 (``--cache``) the cached tiles are used. ``predict --out DIR`` writes ``DIR/submission.csv``, one
 row per ``test.csv`` id in its order, atomically. With ``--part K/N`` each part writes
-``DIR/submission.part-K-of-N.csv`` (every N-th id); :func:`merge_parts` (``panda predict
---merge-parts --out DIR``, or ``evaluate --predictions DIR``) joins the N parts into one file.
+``DIR/submission.part-K-of-N.csv`` (every N-th id), and the part that finds all N written by the
+same checkpoint and options joins them into ``DIR/submission.csv`` (core.parts' one rule);
+``evaluate --predictions DIR`` reads the parts when the joined file is not there, and
+``panda predict --merge-parts --out DIR`` joins them by hand.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.inference import dihedral, mean_probabilities
 from medchallenge.core.io import write_csv, write_json
 from medchallenge.core.manifest import PredictionManifest, checkpoint_hash
-from medchallenge.core.parts import parse_part, select_part
+from medchallenge.core.parts import complete_parts, merge_when_complete, part_path, select_part
 from medchallenge.core.runs import resolve_checkpoint
 from medchallenge.core.thresholds import resolve_threshold
 from medchallenge.panda import encoding as enc
@@ -40,15 +41,11 @@ from medchallenge.panda.slides import SlideTileDataset
 from medchallenge.panda.tiles import TileCache
 
 SUBMISSION = "submission.csv"
-PART_FILE = re.compile(r"submission\.part-(\d+)-of-(\d+)\.csv")
 
 
 def submission_file(out: Path, part: str | None) -> Path:
     """``out/submission.csv``, or ``out/submission.part-K-of-N.csv`` for ``--part K/N``."""
-    if part is None:
-        return Path(out) / SUBMISSION
-    k, n = parse_part(part)
-    return Path(out) / f"submission.part-{k}-of-{n}.csv"
+    return part_path(Path(out) / SUBMISSION, part)
 
 
 def _mask_models(checkpoint: Path, state: dict[str, Any], mask_models: list[Path] | None, test: pd.DataFrame,
@@ -192,6 +189,7 @@ def predict_submission(checkpoint: Path | list[Path], out: Path, data: Path = Pa
         "skip_missing": skip_missing})
     if not manifest.pending([target.name], [target.exists()], overwrite):
         console.log(f"{target} was made by this checkpoint with the same options: kept (--overwrite to predict again)")
+        merge_when_complete(Path(out) / SUBMISSION, part, _join_parts, manifest)  # a rerun of a finished part merges
         return None
     tiling = dict(state["meta"]["tiling"])
     test = read_test_csv(Path(data) / "test.csv")
@@ -208,40 +206,31 @@ def predict_submission(checkpoint: Path | list[Path], out: Path, data: Path = Pa
     manifest.record(target.name)
     members = f" ({len(models)} models)" if len(models) > 1 else ""
     console.log(f"wrote {len(submission)} predictions{members} to {target}")
+    merge_when_complete(Path(out) / SUBMISSION, part, _join_parts, manifest)
     return submission
+
+
+def _join_parts(parts: list[Path], target: Path) -> None:
+    """Write the rows of ``parts`` (in part order, then row order; the metric ignores row order) to ``target``."""
+    frames = [pd.read_csv(path, dtype={"image_id": str}) for path in parts]
+    write_csv(target, pd.concat(frames, ignore_index=True))
 
 
 def merge_parts(folder: Path, overwrite: bool = False, target: Path | None = None) -> Path:
     """Join ``folder``'s ``submission.part-K-of-N.csv`` files into ``target`` (default ``folder/submission.csv``).
 
-    Rows follow test.csv's order only within a part, so the merged file is sorted by part then row
-    (the metric does not depend on row order).
-
     Raises:
-        DataError: no part files, parts of different N, or a part missing.
+        DataError: ``target`` exists (without ``overwrite``), no part files, parts of different N, or a
+            part missing (named).
     """
     folder = Path(folder)
     target = target or folder / SUBMISSION
     if target.exists() and not overwrite:
         raise DataError(target, "exists already: pass --overwrite to merge the parts again")
-    parts = {}
-    for path in sorted(folder.glob("submission.part-*-of-*.csv")):
-        match = PART_FILE.fullmatch(path.name)
-        if match:
-            parts[(int(match[1]), int(match[2]))] = path
-    if not parts:
-        raise DataError(folder, "no submission.part-K-of-N.csv files to merge (written by predict --part K/N)")
-    totals = {n for _, n in parts}
-    if len(totals) != 1:
-        raise DataError(folder, f"parts of different splits ({', '.join(f'of {n}' for n in sorted(totals))})")
-    n = totals.pop()
-    missing = [k for k in range(1, n + 1) if (k, n) not in parts]
-    if missing:
-        raise DataError(folder, f"part(s) {', '.join(f'{k}/{n}' for k in missing)} not written yet")
-    frames = [pd.read_csv(parts[(k, n)], dtype={"image_id": str}) for k in range(1, n + 1)]
-    write_csv(target, pd.concat(frames, ignore_index=True))
-    _merge_manifests(folder, [parts[(k, n)] for k in range(1, n + 1)], target)
-    console.log(f"merged {n} part(s) into {target}")
+    parts = complete_parts(folder / SUBMISSION)
+    _join_parts(parts, target)
+    _merge_manifests(folder, parts, target)
+    console.log(f"merged {len(parts)} part(s) into {target}")
     return target
 
 

@@ -164,7 +164,11 @@ def test_predict_parts_overwrite_and_merge(small: Path, tmp_path: Path, runner: 
     assert rerun.exit_code == 0 and first.stat().st_mtime_ns == stamp and "--overwrite" in rerun.output
     assert runner.invoke(app, [*common, "--part", "1/2", "--overwrite"]).exit_code == 0
     assert first.stat().st_mtime_ns != stamp
-    assert runner.invoke(app, [*common, "--part", "2/2"]).exit_code == 0
+    last = runner.invoke(app, [*common, "--part", "2/2"])
+    assert last.exit_code == 0 and "merged into" in last.output  # the last part joins all of them
+    merged = pd.read_csv(out / "submission.csv", dtype={"image_id": str})
+    assert merged["image_id"].tolist() == ids[0::2] + ids[1::2]
+    (out / "submission.csv").unlink()
     truth = data / "answers" / "test_labels.csv"
     from_parts = runner.invoke(app, ["panda", "evaluate", "--predictions", str(out), "--truth", str(truth), "--json",
                                      "--out", str(tmp_path / "ev-parts")])
