@@ -208,6 +208,10 @@ class MidogTrainer(Trainer):
         dataset = PatchDataset(o.images, self.train_images, o.patch_size, o.patches_per_image, o.imposters, o.centre)
         return self.loaders.train(dataset, self.config.batch_size, collate_fn=collate_detection)
 
+    def batch_samples(self, batch: Any) -> int:
+        """Patches in a detection batch (a list of 3×P×P images and a list of targets), for samples/s."""
+        return len(batch[0])
+
     def training_step(self, model: nn.Module, batch: Any) -> torch.Tensor:
         images, targets = batch
         losses = model(images, targets)
