@@ -206,7 +206,7 @@ def evaluate(
     from medchallenge.lympho.metrics import evaluation_report
     from medchallenge.lympho.predict import submission_file
 
-    report = evaluation_report(submission_file(predictions), truth, plots)
+    report = evaluation_report(submission_file(predictions, out), truth, plots)
     write_report(report, out)
     if as_json:
         typer.echo(dumps_json(report.to_json()))

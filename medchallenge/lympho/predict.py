@@ -25,7 +25,7 @@ from medchallenge.core.errors import DataError
 from medchallenge.core.inference import mean_probabilities
 from medchallenge.core.io import read_csv, write_csv
 from medchallenge.core.manifest import PredictionManifest
-from medchallenge.core.parts import parse_part, select_part
+from medchallenge.core.parts import complete_parts, merge_when_complete, part_path, select_part
 from medchallenge.core.thresholds import resolve_threshold
 from medchallenge.lympho.cache import load_image
 from medchallenge.lympho.data import patient_images, read_annotations, warn_unlisted_folders
@@ -37,10 +37,7 @@ SUBMISSION = "submission.csv"
 
 def part_file(out: Path, part: str | None) -> Path:
     """``out/submission.csv``, or ``out/submission.part-K-of-N.csv`` for ``--part K/N``."""
-    if part is None:
-        return Path(out) / SUBMISSION
-    k, n = parse_part(part)
-    return Path(out) / f"submission.part-{k}-of-{n}.csv"
+    return part_path(Path(out) / SUBMISSION, part)
 
 
 Member = tuple[torch.nn.Module, dict[str, Any]]
@@ -110,8 +107,8 @@ def predict_submission(checkpoint: Path | Sequence[Path], data: Path, out: Path,
         write_csv(target, result)
         manifest.record(target.name)
         console.log(f"wrote {len(result)} prediction(s) to {target}")
-    if part is not None:
-        merge_parts(Path(out), everyone["ID"].tolist(), parse_part(part)[1], manifest)
+    order = everyone["ID"].tolist()
+    merge_when_complete(Path(out) / SUBMISSION, part, lambda parts, dest: join_parts(parts, dest, order), manifest)
     return result
 
 
@@ -130,45 +127,35 @@ def _predict_part(files: list[Path], data: Path, todo: pd.DataFrame, device: str
     return result
 
 
-def merge_parts(out: Path, order: list[str], n: int, manifest: PredictionManifest | None = None) -> Path | None:
-    """Merge ``submission.part-*-of-N.csv`` into ``submission.csv`` (in ``order``) once all N exist.
+def join_parts(parts: list[Path], target: Path, order: list[str] | None = None) -> None:
+    """Write the rows of the part files to ``target``, in ``order`` of patient ids when given (the CSV's).
 
-    With a ``manifest``, only parts made by its checkpoint and options count (a stale part of an
-    older model waits for its own job's rerun), and the merged file is recorded too.
+    Raises:
+        DataError: the parts do not cover every patient of ``order`` (stale files of another patient list).
     """
-    files = [out / f"submission.part-{k}-of-{n}.csv" for k in range(1, n + 1)]
-    if not all(f.is_file() for f in files):
-        return None
-    if manifest is not None and not all(manifest.made_here(f.name) for f in files):
-        console.log(f"not merging {out / SUBMISSION} yet: some parts were made by another checkpoint or options")
-        return None
-    merged = pd.concat([read_csv(f, required=["Id", "Predicted"], dtype={"Id": str}) for f in files])
-    merged = merged.set_index("Id").reindex(order).reset_index()
-    if merged["Predicted"].isna().any():  # parts of another patient list (stale files of an older run)
-        raise DataError(out, "the submission parts do not cover every patient: rerun predict with --overwrite")
-    merged["Predicted"] = merged["Predicted"].astype(int)
-    write_csv(out / SUBMISSION, merged)
-    if manifest is not None:
-        manifest.record(SUBMISSION)
-    console.log(f"all {n} part(s) written: merged into {out / SUBMISSION}")
-    return out / SUBMISSION
+    merged = pd.concat([read_csv(f, required=["Id", "Predicted"], dtype={"Id": str}) for f in parts])
+    if order is not None:
+        merged = merged.set_index("Id").reindex(order).reset_index()
+        if merged["Predicted"].isna().any():
+            raise DataError(target.parent, "the submission parts do not cover every patient: rerun predict with"
+                                           " --overwrite")
+        merged["Predicted"] = merged["Predicted"].astype(int)
+    write_csv(target, merged)
 
 
-def submission_file(predictions: Path) -> Path:
+def submission_file(predictions: Path, scratch: Path | None = None) -> Path:
     """The submission a ``--predictions`` path names: a CSV, or predict's folder (its submission.csv).
 
-    A folder holding only parts says which are missing (predict merges them once all are written;
-    rerunning any finished part merges them too, as it skips its own work).
+    A folder holding only part files: all N joined into ``scratch/merged_submission.csv`` (the
+    predictions folder may be shared or read-only), or the missing parts named (core.parts' rule).
     """
     predictions = Path(predictions)
     if not predictions.is_dir():
         return predictions
     if (predictions / SUBMISSION).is_file():
         return predictions / SUBMISSION
-    parts = sorted(predictions.glob("submission.part-*-of-*.csv"))
-    if not parts:
-        raise DataError(predictions, f"no {SUBMISSION} (nor submission.part-K-of-N.csv files): run predict")
-    n = int(parts[0].name.rsplit("-of-", 1)[1].removesuffix(".csv"))
-    missing = [k for k in range(1, n + 1) if not (predictions / f"submission.part-{k}-of-{n}.csv").is_file()]
-    raise DataError(predictions, f"no {SUBMISSION}: part(s) {', '.join(f'{k}/{n}' for k in missing) or 'none'}"
-                                 " missing; run them (or rerun any part) to merge")
+    parts = complete_parts(predictions / SUBMISSION)
+    target = Path(scratch if scratch is not None else predictions) / "merged_submission.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    join_parts(parts, target)
+    return target

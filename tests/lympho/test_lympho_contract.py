@@ -126,11 +126,17 @@ def test_predict_writes_the_folder_honours_part_and_overwrite(dataset: Path, che
     assert one["Id"].tolist() == expected["Id"].tolist()[0::2] and not (parts / "submission.csv").exists()
     result = CliRunner().invoke(app, ["lympho", "evaluate", "--predictions", str(parts), "--truth",
                                       str(dataset / "answers" / "test_labels.csv"), "--out", str(tmp_path / "e")])
-    assert result.exit_code == 2 and "part(s) 2/2 missing" in result.output
+    assert result.exit_code == 2 and "part(s) 2/2 not written yet" in result.output
     _ok([*base, "--out", str(parts), "--part", "2/2"])  # completes the set: merged in the CSV's order
     merged = pd.read_csv(parts / "submission.csv", dtype={"Id": str})
     assert merged["Id"].tolist() == expected["Id"].tolist()
     assert merged["Predicted"].tolist() == expected["Predicted"].tolist()
+    (parts / "submission.csv").rename(tmp_path / "joined.csv")  # evaluate joins the parts itself, outside them
+    _ok(["lympho", "evaluate", "--predictions", str(parts), "--truth", str(dataset / "answers" / "test_labels.csv"),
+         "--out", str(tmp_path / "e")])
+    joined = pd.read_csv(tmp_path / "e" / "merged_submission.csv", dtype={"Id": str})
+    assert sorted(joined["Id"]) == sorted(expected["Id"]) and not (parts / "merged_submission.csv").exists()
+    (tmp_path / "joined.csv").rename(parts / "submission.csv")
     np.testing.assert_allclose(merged["Score"], expected["Score"], atol=1e-5)  # --batch-size 8 vs 1: same scores
     stamp = (parts / "submission.part-1-of-2.csv").stat().st_mtime_ns
     again = _ok([*base, "--out", str(parts), "--part", "1/2"])
