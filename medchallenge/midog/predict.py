@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from medchallenge.core.checkpoint import expand_checkpoints, load_models
 from medchallenge.core.device import amp_dtype, resolve_device
 from medchallenge.core.errors import DataError, OptionError
 from medchallenge.core.io import write_json
-from medchallenge.core.parts import parse_part, select_part
+from medchallenge.core.parts import complete_parts, find_parts, merge_when_complete, part_path, select_part
 from medchallenge.core.report import EvaluationReport
 from medchallenge.core.thresholds import resolve_threshold
 from medchallenge.core.wsi import open_slide
@@ -55,8 +56,26 @@ def output_files(out: Path, output_format: str, part: str | None) -> dict[str, P
     if output_format not in FORMATS:
         raise OptionError(f"--format {output_format}: expected one of {', '.join(FORMATS)}")
     formats = ("points", "grand-challenge") if output_format == "both" else (output_format,)
-    suffix = ".json" if part is None else ".part-{}-of-{}.json".format(*parse_part(part))
-    return {fmt: Path(out) / (FILE_STEMS[fmt] + suffix) for fmt in formats}
+    return {fmt: part_path(Path(out) / f"{FILE_STEMS[fmt]}.json", part) for fmt in formats}
+
+
+def _merge_complete(targets: dict[str, Path], part: str | None, manifest: Any) -> None:
+    """core.parts' rule: once every part of a format is written by this checkpoint and these options,
+    join them into ``detections.json`` / ``grand-challenge.json`` (the union of their images)."""
+    for target in targets.values():
+        merge_when_complete(target.parent / f"{target.name.split('.part-')[0]}.json", part, _join_json, manifest)
+
+
+def _join_json(parts: list[Path], target: Path) -> None:
+    """Write the union of the part files' ``{file_name: ...}`` objects to ``target`` (an image in two parts: error)."""
+    merged: dict[str, Any] = {}
+    for path in parts:
+        found = json.loads(path.read_text())
+        twice = sorted(set(found) & set(merged))
+        if twice:
+            raise DataError(path, f"{twice[0]} is also in another part")
+        merged.update(found)
+    write_json(target, merged)
 
 
 def predict_detections(checkpoints: Path | Sequence[Path], data: Path, out: Path, ids: list[int] | None = None,
@@ -88,15 +107,18 @@ def predict_detections(checkpoints: Path | Sequence[Path], data: Path, out: Path
         if not member.is_file():
             raise DataError(member, "checkpoint not found")
     targets = output_files(out, output_format, part)
-    files = select_part(image_files(data, ids), part)
-    # what changes the files' content; --part is in their names, --batch-size/--device change nothing
+    everything = image_files(data, ids)
+    files = select_part(everything, part)
+    # what changes the files' content; --part is in their names, --batch-size/--device change nothing;
+    # the whole job's image list, so the parts of one job share their options and merge
     options = {"threshold": threshold, "overlap": overlap, "format": output_format, "spacing_um": spacing_um,
-               "images": [f.name for f in files], "tta": tta}
+               "images": [f.name for f in everything], "tta": tta}
     manifest = PredictionManifest(out, members, options)
     paths = list(targets.values())
     if not manifest.pending([p.name for p in paths], [p.exists() for p in paths], overwrite):
         console.log(f"{', '.join(str(p) for p in paths)} already written by this checkpoint with these options:"
                     " skipped (--overwrite redoes)")
+        _merge_complete(targets, part, manifest)  # a rerun of a finished part merges
         return targets
     dev = resolve_device(device)
     models = load_models(members, MODELS, challenge="midog", models=["retinanet"], map_location=dev,
@@ -117,6 +139,7 @@ def predict_detections(checkpoints: Path | Sequence[Path], data: Path, out: Path
         write_json(target, results[fmt])
         manifest.record(target.name)
         console.log(f"wrote {fmt} detections for {len(results[fmt])} image(s) to {target}")
+    _merge_complete(targets, part, manifest)
     return targets
 
 
@@ -154,8 +177,8 @@ def _spacing(path: Path, spacing_um: float | None) -> tuple[float, float]:
 
 def prediction_files(path: Path) -> list[Path]:
     """The detection file(s) ``evaluate --predictions`` names: a file, or predict's folder — its
-    ``detections.json``, else its ``detections.part-K-of-N.json`` files, else the same two for
-    ``grand-challenge``. A part missing from a complete set is warned about (its images are unscored)."""
+    ``detections.json``, else all N of its ``detections.part-K-of-N.json`` files, else the same two for
+    ``grand-challenge`` (core.parts' rule: a missing part is an error naming it)."""
     path = Path(path)
     if path.is_file():
         return [path]
@@ -164,15 +187,8 @@ def prediction_files(path: Path) -> list[Path]:
     for stem in FILE_STEMS.values():
         if (path / f"{stem}.json").is_file():
             return [path / f"{stem}.json"]
-        parts = sorted(path.glob(f"{stem}.part-*-of-*.json"))
-        if parts:
-            counts = {p.name.rsplit("-of-", 1)[1].removesuffix(".json") for p in parts}
-            if len(counts) > 1:
-                raise DataError(path, f"{stem} parts of different --part N ({', '.join(sorted(counts))}): remove the stale ones")
-            n = int(counts.pop())
-            if len(parts) < n:
-                console.warn(f"{path}: {len(parts)} of {n} {stem} parts written; the others' images are not scored")
-            return parts
+        if find_parts(path / f"{stem}.json")[0]:
+            return complete_parts(path / f"{stem}.json")
     raise DataError(path, "no detections.json or grand-challenge.json (nor their .part-K-of-N files): run predict")
 
 

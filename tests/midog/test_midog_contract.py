@@ -172,6 +172,11 @@ def test_predict_writes_a_folder_honours_part_and_overwrite(tmp_path: Path, monk
     assert code == 0 and seen == ["002.tiff", "004.tiff"] and "skipped" in out_text  # finished: not redone
     assert run(base + ["--part", "2/2", "--overwrite"])[0] == 0 and len(seen) == 4
     assert run(base + ["--part", "1/2", "--ids", "1-4"])[0] == 0 and seen[4:] == ["001.tiff", "003.tiff"]
+    assert not (out / "detections.json").exists()  # parts of two image lists are not one prediction
+    code, out_text = run(base + ["--part", "1/2"])
+    assert code == 0 and "merged into" in out_text  # the last part of the set joins them
+    for stem in ("detections", "grand-challenge"):
+        assert sorted(json.loads((out / f"{stem}.json").read_text())) == [f"{i:03d}.tiff" for i in range(1, 6)]
     assert run(base)[0] == 0 and len(json.loads((out / "detections.json").read_text())) == 5
 
 
@@ -208,6 +213,11 @@ def test_evaluate_merges_parts_and_writes_the_report_into_out(tmp_path: Path) ->
                      str(truth), "--ids", "2"])
     assert code == 0 and "--detections is deprecated" in out and "--ids is deprecated" in out
     assert strict_loads((tmp_path / "evaluation" / "metrics.json").read_text())["n"] == 3
+    # a missing part is named, one line
+    (pred / "detections.part-2-of-2.json").rename(pred / "held-back.json")
+    code, out = run(["midog", "evaluate", "--predictions", str(pred), "--truth", str(truth)])
+    assert code == 2 and "part(s) 2/2 not written yet" in out
+    (pred / "held-back.json").rename(pred / "detections.part-2-of-2.json")
     # a part file of another --part N is stale: refused, one line
     (pred / "detections.part-1-of-3.json").write_text("{}")
     code, out = run(["midog", "evaluate", "--predictions", str(pred), "--truth", str(truth)])
