@@ -315,16 +315,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--patch-pixels", type=int, default=2048, help="voxels timed in the BraTS per-patch loop")
     parser.add_argument("--naive-patches", type=int, default=8, help="patches timed in the MIDOG one-patch loop")
     parser.add_argument("--work", type=Path, default=None, help="train_e2e.py's --work folder (reused)")
-    parser.add_argument("--json-out", type=Path, default=None)
-    parser.add_argument("--python", default=sys.executable, help="interpreter that runs the CLI")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="OMP/MKL threads of every run (both variants); 1 on an oversubscribed CPU")
-    args = parser.parse_args(argv)
-    if args.threads:  # inherited by the CLI subprocesses: torch reads it at start-up
-        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(args.threads)
-    if args.workers is None:
-        args.workers = 8 if args.device == "cuda" else 2
-    return args
+    return te.parse_common(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -264,6 +264,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="ours' loader workers (default: 2 CPU, 8 CUDA)")
     parser.add_argument("--brats-model", choices=("twopath", "inputcascade"), default="twopath")
     parser.add_argument("--work", type=Path, default=None, help="keep the data here (reused by predict_e2e.py)")
+    return parse_common(parser, argv)
+
+
+def parse_common(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The options both e2e benches end with (--json-out, --python, --threads), parsed and applied."""
     parser.add_argument("--json-out", type=Path, default=None)
     parser.add_argument("--python", default=sys.executable, help="interpreter that runs the CLI")
     parser.add_argument("--threads", type=int, default=None,
