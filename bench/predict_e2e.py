@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -324,19 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     chosen = te.CHALLENGES if args.challenge == "all" else (args.challenge,)
     result: dict = {"bench": "predict_e2e", "device": args.device, "scale": args.scale,
                     "threads": args.threads, "machine": te.machine(args.python), "challenges": {}}
-    for challenge in chosen:
-        try:
-            result["challenges"][challenge] = bench_challenge(challenge, args, work)
-        except RuntimeError as error:  # one challenge failing does not lose the others' numbers
-            result["challenges"][challenge] = {"error": str(error)}
-        print(json.dumps({challenge: result["challenges"][challenge]}), file=sys.stderr, flush=True)
-    result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
-    if args.work is None:
-        shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    print(text)
+    te.run_all(chosen, bench_challenge, args, work, result)
 
 
 if __name__ == "__main__":

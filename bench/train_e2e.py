@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -287,10 +288,17 @@ def main(argv: list[str] | None = None) -> None:
     chosen = CHALLENGES if args.challenge == "all" else (args.challenge,)
     result: dict = {"bench": "train_e2e", "device": args.device, "scale": args.scale, "epochs": args.epochs,
                     "threads": args.threads, "machine": machine(args.python), "challenges": {}}
+    run_all(chosen, bench_challenge, args, work, result)
+
+
+def run_all(chosen: Sequence[str], bench: Callable[[str, argparse.Namespace, Path], dict], args: argparse.Namespace,
+            work: Path, result: dict) -> None:
+    """Both benches' loop: each challenge in turn (one failing keeps the others' numbers), a line per
+    challenge on stderr as it ends, then the whole JSON on stdout (and ``--json-out``)."""
     for challenge in chosen:
         try:
-            result["challenges"][challenge] = bench_challenge(challenge, args, work)
-        except RuntimeError as error:  # one challenge failing does not lose the others' numbers
+            result["challenges"][challenge] = bench(challenge, args, work)
+        except RuntimeError as error:
             result["challenges"][challenge] = {"error": str(error)}
         print(json.dumps({challenge: result["challenges"][challenge]}), file=sys.stderr, flush=True)
     result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
