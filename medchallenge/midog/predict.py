@@ -59,11 +59,11 @@ def output_files(out: Path, output_format: str, part: str | None) -> dict[str, P
     return {fmt: part_path(Path(out) / f"{FILE_STEMS[fmt]}.json", part) for fmt in formats}
 
 
-def _merge_complete(targets: dict[str, Path], part: str | None, manifest: Any) -> None:
+def _merge_complete(out: Path, output_format: str, part: str | None, manifest: Any) -> None:
     """core.parts' rule: once every part of a format is written by this checkpoint and these options,
     join them into ``detections.json`` / ``grand-challenge.json`` (the union of their images)."""
-    for target in targets.values():
-        merge_when_complete(target.parent / f"{target.name.split('.part-')[0]}.json", part, _join_json, manifest)
+    for whole in output_files(out, output_format, None).values():
+        merge_when_complete(whole, part, _join_json, manifest)
 
 
 def _join_json(parts: list[Path], target: Path) -> None:
@@ -118,7 +118,7 @@ def predict_detections(checkpoints: Path | Sequence[Path], data: Path, out: Path
     if not manifest.pending([p.name for p in paths], [p.exists() for p in paths], overwrite):
         console.log(f"{', '.join(str(p) for p in paths)} already written by this checkpoint with these options:"
                     " skipped (--overwrite redoes)")
-        _merge_complete(targets, part, manifest)  # a rerun of a finished part merges
+        _merge_complete(out, output_format, part, manifest)  # a rerun of a finished part merges
         return targets
     dev = resolve_device(device)
     models = load_models(members, MODELS, challenge="midog", models=["retinanet"], map_location=dev,
@@ -139,7 +139,7 @@ def predict_detections(checkpoints: Path | Sequence[Path], data: Path, out: Path
         write_json(target, results[fmt])
         manifest.record(target.name)
         console.log(f"wrote {fmt} detections for {len(results[fmt])} image(s) to {target}")
-    _merge_complete(targets, part, manifest)
+    _merge_complete(out, output_format, part, manifest)
     return targets
 
 
